@@ -1,0 +1,71 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# rvsock top-level Makefile.  Kbuild does the module build; this file wraps it and adds the
+# project's commands.  See README.md.
+#
+#   make                   build the modules against $(KDIR) (default: the cached test kernel)
+#   make KDIR=<dir>        build against any Rust-enabled kernel build directory
+#   make kdir              print the test kernel's build directory
+#   make setup             install what is missing (packages, bindgen, virtme-ng)
+#   make kernel            build the cached test kernel and the upstream vsock tools
+#   make demo              set up, build, boot the test kernel and show rvsock working
+#   make check             the whole test suite (what CI runs)
+#   make bench             rvsock against the upstream C stack, same boot
+#   make clippy            the module build under clippy
+#   make fmt / fmt-check   rustfmt over every Rust source
+
+TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+KDIR ?= $(shell bash -c '. $(TOP)/tools/testing/lib.sh && echo $$(kernel_dir)/build')
+RVSOCK_CACHE ?= /var/cache/rvsock
+
+# The toolchain the test kernel was built with; override these with your own kernel's.
+LLVM ?= -19
+KRUSTC ?= /usr/bin/rustc
+KBINDGEN ?= $(RVSOCK_CACHE)/bindgen-0.72.1/bin/bindgen
+KCLIPPY ?= /usr/bin/clippy-driver
+KRUSTFMT ?= /usr/bin/rustfmt
+export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
+
+KMAKE = $(MAKE) -C $(KDIR) M=$(TOP) LLVM=$(LLVM) RUSTC=$(KRUSTC) BINDGEN=$(KBINDGEN) \
+	CLIPPY_DRIVER=$(KCLIPPY) RUSTFMT=$(KRUSTFMT)
+
+# Every Rust source file of the modules and the host crates.
+RUST_SOURCES = $(shell git -C $(TOP) ls-files --cached --others --exclude-standard '*.rs')
+
+.PHONY: all modules clippy clean kdir setup kernel demo check bench fmt fmt-check
+
+all: modules
+
+modules:
+	$(KMAKE) modules
+
+clippy:
+	$(KMAKE) CLIPPY=1 modules
+
+clean:
+	$(KMAKE) clean
+	rm -rf $(TOP)/target
+
+kdir:
+	@echo $(KDIR)
+
+setup:
+	$(TOP)/tools/testing/setup.sh
+
+kernel: setup
+	$(TOP)/tools/testing/kernel/build.sh
+
+demo:
+	$(TOP)/tools/testing/demo.sh
+
+check:
+	$(TOP)/tools/testing/check.py
+
+bench:
+	$(TOP)/tools/testing/bench/bench.py
+
+fmt:
+	$(KRUSTFMT) --edition 2021 --config-path $(TOP)/.rustfmt.toml $(RUST_SOURCES)
+
+fmt-check:
+	$(KRUSTFMT) --check --edition 2021 --config-path $(TOP)/.rustfmt.toml $(RUST_SOURCES)

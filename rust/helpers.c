@@ -1,0 +1,397 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C helpers for rvsock: one-line wrappers over kernel inline functions and macros, which Rust
+ * cannot call.  The logic lives in Rust (the rust/ directory); nothing here decides anything.  They are
+ * exported in namespace RVSOCK so that the transport modules share the core's copy.
+ */
+#include <linux/srcu.h>
+#include <linux/utsname.h>
+#include "rvsock_sys.h"
+
+#define RVSOCK_EXPORT(sym) EXPORT_SYMBOL_NS_GPL(sym, RVSOCK)
+
+void rvsock_h_lock_sock(struct sock *sk)
+{
+	lock_sock(sk);
+}
+RVSOCK_EXPORT(rvsock_h_lock_sock);
+
+void rvsock_h_lock_sock_nested(struct sock *sk)
+{
+	lock_sock_nested(sk, SINGLE_DEPTH_NESTING);
+}
+RVSOCK_EXPORT(rvsock_h_lock_sock_nested);
+
+/*
+ * The BH variant: rvsock's receive path may run in any process context, and keeping BHs off
+ * while holding the socket spinlock keeps lockdep's view of it simple.
+ */
+void rvsock_h_bh_lock_sock(struct sock *sk)
+{
+	spin_lock_bh(&sk->sk_lock.slock);
+}
+RVSOCK_EXPORT(rvsock_h_bh_lock_sock);
+
+void rvsock_h_bh_unlock_sock(struct sock *sk)
+{
+	spin_unlock_bh(&sk->sk_lock.slock);
+}
+RVSOCK_EXPORT(rvsock_h_bh_unlock_sock);
+
+/* A child's spinlock taken while its listener's is held. */
+void rvsock_h_bh_lock_sock_nested(struct sock *sk)
+{
+	local_bh_disable();
+	spin_lock_nested(&sk->sk_lock.slock, SINGLE_DEPTH_NESTING);
+}
+RVSOCK_EXPORT(rvsock_h_bh_lock_sock_nested);
+
+bool rvsock_h_sock_owned_by_user(const struct sock *sk)
+{
+	return sock_owned_by_user(sk);
+}
+RVSOCK_EXPORT(rvsock_h_sock_owned_by_user);
+
+int rvsock_h_sk_add_backlog(struct sock *sk, struct sk_buff *skb, unsigned int limit)
+{
+	return sk_add_backlog(sk, skb, limit);
+}
+RVSOCK_EXPORT(rvsock_h_sk_add_backlog);
+
+void rvsock_h_sock_hold(struct sock *sk)
+{
+	sock_hold(sk);
+}
+RVSOCK_EXPORT(rvsock_h_sock_hold);
+
+void rvsock_h_sock_put(struct sock *sk)
+{
+	sock_put(sk);
+}
+RVSOCK_EXPORT(rvsock_h_sock_put);
+
+bool rvsock_h_sock_hold_not_zero(struct sock *sk)
+{
+	return refcount_inc_not_zero(&sk->sk_refcnt);
+}
+RVSOCK_EXPORT(rvsock_h_sock_hold_not_zero);
+
+bool rvsock_h_sock_flag(const struct sock *sk, int flag)
+{
+	return sock_flag(sk, flag);
+}
+RVSOCK_EXPORT(rvsock_h_sock_flag);
+
+void rvsock_h_sock_set_flag(struct sock *sk, int flag, bool on)
+{
+	sock_valbool_flag(sk, flag, on);
+}
+RVSOCK_EXPORT(rvsock_h_sock_set_flag);
+
+void rvsock_h_sock_orphan(struct sock *sk)
+{
+	sock_orphan(sk);
+}
+RVSOCK_EXPORT(rvsock_h_sock_orphan);
+
+void rvsock_h_sock_graft(struct sock *sk, struct socket *parent)
+{
+	sock_graft(sk, parent);
+}
+RVSOCK_EXPORT(rvsock_h_sock_graft);
+
+void rvsock_h_sk_acceptq_added(struct sock *sk)
+{
+	sk_acceptq_added(sk);
+}
+RVSOCK_EXPORT(rvsock_h_sk_acceptq_added);
+
+void rvsock_h_sk_acceptq_removed(struct sock *sk)
+{
+	sk_acceptq_removed(sk);
+}
+RVSOCK_EXPORT(rvsock_h_sk_acceptq_removed);
+
+bool rvsock_h_sk_acceptq_is_full(const struct sock *sk)
+{
+	return sk_acceptq_is_full(sk);
+}
+RVSOCK_EXPORT(rvsock_h_sk_acceptq_is_full);
+
+int rvsock_h_sock_error(struct sock *sk)
+{
+	return sock_error(sk);
+}
+RVSOCK_EXPORT(rvsock_h_sock_error);
+
+int rvsock_h_sock_rcvlowat(const struct sock *sk, int waitall, int len)
+{
+	return sock_rcvlowat(sk, waitall, len);
+}
+RVSOCK_EXPORT(rvsock_h_sock_rcvlowat);
+
+long rvsock_h_sock_rcvtimeo(const struct sock *sk, bool noblock)
+{
+	return sock_rcvtimeo(sk, noblock);
+}
+RVSOCK_EXPORT(rvsock_h_sock_rcvtimeo);
+
+long rvsock_h_sock_sndtimeo(const struct sock *sk, bool noblock)
+{
+	return sock_sndtimeo(sk, noblock);
+}
+RVSOCK_EXPORT(rvsock_h_sock_sndtimeo);
+
+bool rvsock_h_error_queue_empty(const struct sock *sk)
+{
+	return skb_queue_empty_lockless(&sk->sk_error_queue);
+}
+RVSOCK_EXPORT(rvsock_h_error_queue_empty);
+
+void rvsock_h_sk_state_change(struct sock *sk)
+{
+	sk->sk_state_change(sk);
+}
+RVSOCK_EXPORT(rvsock_h_sk_state_change);
+
+void rvsock_h_sk_data_ready(struct sock *sk)
+{
+	sk->sk_data_ready(sk);
+}
+RVSOCK_EXPORT(rvsock_h_sk_data_ready);
+
+void rvsock_h_sk_write_space(struct sock *sk)
+{
+	sk->sk_write_space(sk);
+}
+RVSOCK_EXPORT(rvsock_h_sk_write_space);
+
+void rvsock_h_socket_set_flag(struct socket *sock, int bit)
+{
+	set_bit(bit, &sock->flags);
+}
+RVSOCK_EXPORT(rvsock_h_socket_set_flag);
+
+void rvsock_h_sock_poll_wait(struct file *file, struct socket *sock, poll_table *wait)
+{
+	sock_poll_wait(file, sock, wait);
+}
+RVSOCK_EXPORT(rvsock_h_sock_poll_wait);
+
+struct socket *rvsock_h_sk_socket(const struct sock *sk)
+{
+	return sk->sk_socket;
+}
+RVSOCK_EXPORT(rvsock_h_sk_socket);
+
+struct net *rvsock_h_sock_net(const struct sock *sk)
+{
+	return sock_net(sk);
+}
+RVSOCK_EXPORT(rvsock_h_sock_net);
+
+void rvsock_h_init_wait(struct wait_queue_entry *wait)
+{
+	init_wait(wait);
+	wait->func = woken_wake_function;
+}
+RVSOCK_EXPORT(rvsock_h_init_wait);
+
+void rvsock_h_sk_add_wait(struct sock *sk, struct wait_queue_entry *wait)
+{
+	add_wait_queue(sk_sleep(sk), wait);
+}
+RVSOCK_EXPORT(rvsock_h_sk_add_wait);
+
+void rvsock_h_sk_remove_wait(struct sock *sk, struct wait_queue_entry *wait)
+{
+	remove_wait_queue(sk_sleep(sk), wait);
+}
+RVSOCK_EXPORT(rvsock_h_sk_remove_wait);
+
+long rvsock_h_wait_woken(struct wait_queue_entry *wait, long timeout)
+{
+	return wait_woken(wait, TASK_INTERRUPTIBLE, timeout);
+}
+RVSOCK_EXPORT(rvsock_h_wait_woken);
+
+bool rvsock_h_signal_pending(void)
+{
+	return signal_pending(current);
+}
+RVSOCK_EXPORT(rvsock_h_signal_pending);
+
+bool rvsock_h_current_exiting(void)
+{
+	return current->flags & PF_EXITING;
+}
+RVSOCK_EXPORT(rvsock_h_current_exiting);
+
+/*
+ * An skb for a packet: @headroom bytes in front of the data for the header and room for
+ * @payload bytes, linear when that fits a costly-order allocation, else in page fragments
+ * (virtio_vsock_alloc_skb()).  The payload is then added with rvsock_h_skb_put_payload().
+ */
+struct sk_buff *rvsock_h_alloc_skb(unsigned int headroom, unsigned int payload, gfp_t gfp)
+{
+	struct sk_buff *skb;
+	int err;
+
+	if (headroom + payload <= SKB_WITH_OVERHEAD(PAGE_SIZE << PAGE_ALLOC_COSTLY_ORDER)) {
+		skb = alloc_skb(headroom + payload, gfp);
+		if (skb)
+			skb_reserve(skb, headroom);
+		return skb;
+	}
+	skb = alloc_skb_with_frags(headroom, payload, PAGE_ALLOC_COSTLY_ORDER, &err, gfp);
+	if (skb) {
+		skb_reserve(skb, headroom);
+		skb->data_len = payload;
+	}
+	return skb;
+}
+RVSOCK_EXPORT(rvsock_h_alloc_skb);
+
+/* Accounts @len payload bytes of a fresh skb from rvsock_h_alloc_skb() (virtio_vsock_skb_put()). */
+void rvsock_h_skb_put_payload(struct sk_buff *skb, unsigned int len)
+{
+	if (skb_is_nonlinear(skb))
+		skb->len = len;
+	else
+		skb_put(skb, len);
+}
+RVSOCK_EXPORT(rvsock_h_skb_put_payload);
+
+void rvsock_h_kfree_skb(struct sk_buff *skb)
+{
+	kfree_skb(skb);
+}
+RVSOCK_EXPORT(rvsock_h_kfree_skb);
+
+void rvsock_h_skb_orphan(struct sk_buff *skb)
+{
+	skb_orphan(skb);
+}
+RVSOCK_EXPORT(rvsock_h_skb_orphan);
+
+void rvsock_h_skb_set_destructor(struct sk_buff *skb, void (*fn)(struct sk_buff *skb))
+{
+	skb->destructor = fn;
+}
+RVSOCK_EXPORT(rvsock_h_skb_set_destructor);
+
+unsigned int rvsock_h_skb_tailroom(const struct sk_buff *skb)
+{
+	return skb_tailroom(skb);
+}
+RVSOCK_EXPORT(rvsock_h_skb_tailroom);
+
+bool rvsock_h_skb_is_nonlinear(const struct sk_buff *skb)
+{
+	return skb_is_nonlinear(skb);
+}
+RVSOCK_EXPORT(rvsock_h_skb_is_nonlinear);
+
+void rvsock_h_skb_zcopy_set(struct sk_buff *skb, struct ubuf_info *uarg)
+{
+	skb_zcopy_set(skb, uarg, NULL);
+}
+RVSOCK_EXPORT(rvsock_h_skb_zcopy_set);
+
+void rvsock_h_net_zcopy_put(struct ubuf_info *uarg)
+{
+	net_zcopy_put(uarg);
+}
+RVSOCK_EXPORT(rvsock_h_net_zcopy_put);
+
+void rvsock_h_net_zcopy_put_abort(struct ubuf_info *uarg, bool have_uref)
+{
+	net_zcopy_put_abort(uarg, have_uref);
+}
+RVSOCK_EXPORT(rvsock_h_net_zcopy_put_abort);
+
+void rvsock_h_uarg_mark_copied(struct ubuf_info *uarg)
+{
+	uarg_to_msgzc(uarg)->zerocopy = 0;
+}
+RVSOCK_EXPORT(rvsock_h_uarg_mark_copied);
+
+size_t rvsock_h_msg_data_left(const struct msghdr *msg)
+{
+	return iov_iter_count(&msg->msg_iter);
+}
+RVSOCK_EXPORT(rvsock_h_msg_data_left);
+
+int rvsock_h_iov_iter_npages(const struct msghdr *msg, int maxpages)
+{
+	return iov_iter_npages(&msg->msg_iter, maxpages);
+}
+RVSOCK_EXPORT(rvsock_h_iov_iter_npages);
+
+int rvsock_h_copy_from_sockptr(void *dst, sockptr_t src, size_t size)
+{
+	return copy_from_sockptr(dst, src, size) ? -EFAULT : 0;
+}
+RVSOCK_EXPORT(rvsock_h_copy_from_sockptr);
+
+void rvsock_h_init_delayed_work(struct delayed_work *dw, work_func_t fn)
+{
+	INIT_DELAYED_WORK(dw, fn);
+}
+RVSOCK_EXPORT(rvsock_h_init_delayed_work);
+
+bool rvsock_h_schedule_delayed_work(struct delayed_work *dw, unsigned long delay)
+{
+	return schedule_delayed_work(dw, delay);
+}
+RVSOCK_EXPORT(rvsock_h_schedule_delayed_work);
+
+bool rvsock_h_mod_delayed_work(struct delayed_work *dw, unsigned long delay)
+{
+	return mod_delayed_work(system_wq, dw, delay);
+}
+RVSOCK_EXPORT(rvsock_h_mod_delayed_work);
+
+DEFINE_STATIC_SRCU(rvsock_transport_srcu);
+
+int rvsock_h_srcu_read_lock(void)
+{
+	return srcu_read_lock(&rvsock_transport_srcu);
+}
+RVSOCK_EXPORT(rvsock_h_srcu_read_lock);
+
+void rvsock_h_srcu_read_unlock(int idx)
+{
+	srcu_read_unlock(&rvsock_transport_srcu, idx);
+}
+RVSOCK_EXPORT(rvsock_h_srcu_read_unlock);
+
+void rvsock_h_synchronize_srcu(void)
+{
+	synchronize_srcu(&rvsock_transport_srcu);
+}
+RVSOCK_EXPORT(rvsock_h_synchronize_srcu);
+
+bool rvsock_h_try_module_get(struct module *m)
+{
+	return try_module_get(m);
+}
+RVSOCK_EXPORT(rvsock_h_try_module_get);
+
+u32 rvsock_h_random_u32(void)
+{
+	return get_random_u32();
+}
+RVSOCK_EXPORT(rvsock_h_random_u32);
+
+bool rvsock_h_capable_net_bind_service(void)
+{
+	return capable(CAP_NET_BIND_SERVICE);
+}
+RVSOCK_EXPORT(rvsock_h_capable_net_bind_service);
+
+const char *rvsock_h_kernel_release(void)
+{
+	return init_utsname()->release;
+}
+RVSOCK_EXPORT(rvsock_h_kernel_release);

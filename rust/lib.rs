@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! rvsock's kernel abstractions: safe Rust over the C APIs that the 6.12 `kernel` crate lacks.
+//!
+//! Every module (`.ko`) of rvsock is a single crate that pulls this file in as `mod kx`; 6.12 has
+//! no cross-module Rust dependencies.  The `unsafe` code of rvsock lives here, behind safe types
+//! whose invariants are documented; the socket family and the transports are written against
+//! these types.
+
+pub(crate) mod global;
+pub(crate) mod misc;
+pub(crate) mod msg;
+pub(crate) mod skb;
+pub(crate) mod sock;
+pub(crate) mod socket;
+pub(crate) mod sys;
+pub(crate) mod transport;
+pub(crate) mod zerocopy;
+
+/// Allocation context of a socket-layer allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Gfp {
+    /// May sleep (`GFP_KERNEL`).
+    Kernel,
+    /// Atomic context (`GFP_ATOMIC`).
+    Atomic,
+}
+
+impl Gfp {
+    /// The `gfp_t` value.
+    pub(crate) fn raw(self) -> sys::gfp_t {
+        match self {
+            Gfp::Kernel => sys::GFP_KERNEL,
+            Gfp::Atomic => sys::GFP_ATOMIC,
+        }
+    }
+
+    /// The `kernel` crate's allocation flags.
+    pub(crate) fn flags(self) -> kernel::alloc::Flags {
+        match self {
+            Gfp::Kernel => kernel::alloc::flags::GFP_KERNEL,
+            Gfp::Atomic => kernel::alloc::flags::GFP_ATOMIC,
+        }
+    }
+}
+
+/// Converts a protocol errno into a kernel error.
+pub(crate) fn error(e: crate::proto::errno::Errno) -> kernel::error::Error {
+    kernel::error::Error::from_errno(-e.get())
+}
+
+/// `HZ`: jiffies per second.
+pub(crate) const HZ: u64 = sys::HZ as u64;
+
+/// `MAX_SCHEDULE_TIMEOUT`: an infinite wait, in jiffies.
+pub(crate) const MAX_SCHEDULE_TIMEOUT: i64 = sys::MAX_SCHEDULE_TIMEOUT as i64;
+
+/// A random number (`get_random_u32`).
+pub(crate) fn random_u32() -> u32 {
+    // SAFETY: FFI call without preconditions.
+    unsafe { sys::rvsock_h_random_u32() }
+}
+
+/// Whether the current task may bind reserved ports (`CAP_NET_BIND_SERVICE`).
+pub(crate) fn capable_net_bind_service() -> bool {
+    // SAFETY: FFI call without preconditions.
+    unsafe { sys::rvsock_h_capable_net_bind_service() }
+}
+
+/// Whether the current task is exiting (`PF_EXITING`).
+pub(crate) fn current_exiting() -> bool {
+    // SAFETY: FFI call without preconditions.
+    unsafe { sys::rvsock_h_current_exiting() }
+}
+
+/// Declares that this module uses `rvsock.ko`'s exports, which live in symbol namespace `RVSOCK`
+/// (`MODULE_IMPORT_NS(RVSOCK)`).  Every module but the core invokes it once.
+#[allow(unused_macros)]
+macro_rules! import_rvsock_namespace {
+    () => {
+        #[link_section = ".modinfo"]
+        #[used]
+        static __RVSOCK_IMPORT_NS: [u8; 17] = *b"import_ns=RVSOCK\0";
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use import_rvsock_namespace;

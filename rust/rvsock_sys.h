@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * rvsock's C surface: the kernel headers bindgen reads for our own bindings, the prototypes of
+ * the C helpers in helpers.c (inline functions and macros that Rust cannot call directly), and
+ * the C ABI between rvsock.ko and its transport modules.
+ *
+ * Constants that bindgen cannot evaluate are declared as `RVSOCK_CONST_<NAME>`; the build strips
+ * the prefix, so Rust sees `sys::<NAME>`.
+ */
+#ifndef RVSOCK_SYS_H
+#define RVSOCK_SYS_H
+
+#include <asm/ioctls.h>
+#include <linux/capability.h>
+#include <linux/errqueue.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
+#include <linux/net.h>
+#include <linux/poll.h>
+#include <linux/random.h>
+#include <linux/sched/signal.h>
+#include <linux/skbuff.h>
+#include <linux/socket.h>
+#include <linux/sockptr.h>
+#include <linux/uaccess.h>
+#include <linux/uio.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+#include <net/sock.h>
+#include <net/tcp_states.h>
+#include <uapi/linux/vm_sockets.h>
+
+/* ---- Constants (bindgen only: these definitions must not reach a C object) ---------------- */
+#ifdef __BINDGEN__
+
+const unsigned long RVSOCK_CONST_HZ = HZ;
+const long RVSOCK_CONST_MAX_SCHEDULE_TIMEOUT = MAX_SCHEDULE_TIMEOUT;
+const unsigned int RVSOCK_CONST_IOCTL_VM_SOCKETS_GET_LOCAL_CID = IOCTL_VM_SOCKETS_GET_LOCAL_CID;
+const unsigned int RVSOCK_CONST_SIOCOUTQ = SIOCOUTQ;
+const unsigned int RVSOCK_CONST_SIOCINQ = SIOCINQ;
+const gfp_t RVSOCK_CONST_GFP_KERNEL = GFP_KERNEL;
+const gfp_t RVSOCK_CONST_GFP_ATOMIC = GFP_ATOMIC;
+const unsigned int RVSOCK_CONST_PAGE_SIZE = PAGE_SIZE;
+const unsigned int RVSOCK_CONST_SKB_TRUESIZE_0 = SKB_TRUESIZE(0);
+const unsigned int RVSOCK_CONST_MAX_SKB_FRAGS = MAX_SKB_FRAGS;
+const int RVSOCK_CONST_SOCK_CB_SIZE = sizeof(((struct sk_buff *)0)->cb);
+const int RVSOCK_CONST_MISC_DYNAMIC_MINOR = MISC_DYNAMIC_MINOR;
+const int RVSOCK_CONST_O_NONBLOCK = O_NONBLOCK;
+const unsigned int RVSOCK_CONST_POLL_BITS =
+	EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLRDNORM | EPOLLWRNORM | EPOLLRDHUP;
+#endif
+
+/* ---- Transport ABI between rvsock.ko and its transport modules ----------------------------- */
+
+/* Feature flags of a transport: the registry slots it takes (as VSOCK_TRANSPORT_F_*). */
+#define RVSOCK_TRANSPORT_F_H2G 0x1
+#define RVSOCK_TRANSPORT_F_G2H 0x2
+#define RVSOCK_TRANSPORT_F_DGRAM 0x4
+#define RVSOCK_TRANSPORT_F_LOCAL 0x8
+
+/* A registered transport, owned by rvsock.ko. */
+struct rvsock_transport;
+
+/* What a transport does for the core.  Every callback may sleep unless noted. */
+struct rvsock_transport_ops {
+	/*
+	 * Sends one packet.  The virtio-vsock header (44 bytes, little-endian) is at skb->head,
+	 * the payload at skb->data.  Takes ownership of @skb in every case; returns 0 or -errno.
+	 * Called from process context, never with a spinlock held.
+	 */
+	int (*send_pkt)(void *priv, struct sk_buff *skb);
+	/* Drops the not yet transmitted packets of socket @sk.  May be NULL. */
+	void (*cancel_pkt)(void *priv, struct sock *sk);
+	/* Whether SOCK_SEQPACKET is allowed towards @remote_cid.  NULL means never. */
+	bool (*seqpacket_allow)(void *priv, u32 remote_cid);
+};
+
+struct rvsock_transport_info {
+	/* The transport's module (THIS_MODULE). */
+	struct module *owner;
+	/* Name for the kernel log. */
+	const char *name;
+	/* RVSOCK_TRANSPORT_F_* slots to take, all or nothing. */
+	u32 features;
+	/* This side's CID on the transport (can change: rvsock_transport_set_local_cid()). */
+	u32 local_cid;
+	/* MSG_ZEROCOPY is supported. */
+	bool msgzerocopy;
+	const struct rvsock_transport_ops *ops;
+	void *priv;
+};
+
+/*
+ * Registers a transport.  -EBUSY if one of its slots is taken, -EINVAL for bad features.  *@out
+ * is set before the core can call @ops (which may happen before this returns); the core never
+ * calls @ops after rvsock_transport_unregister() returns.
+ */
+int rvsock_transport_register(const struct rvsock_transport_info *info,
+			      struct rvsock_transport **out);
+/*
+ * Unregisters a transport: waits for calls into it to finish, then resets every socket that
+ * uses it (ECONNRESET).  Listening sockets are not affected.
+ */
+void rvsock_transport_unregister(struct rvsock_transport *t);
+/* Hands a received packet (header at skb->head, payload at skb->data) to the core. */
+void rvsock_transport_recv(struct rvsock_transport *t, struct sk_buff *skb);
+/* Changes the transport's local CID (e.g. after a virtio TRANSPORT_RESET event). */
+void rvsock_transport_set_local_cid(struct rvsock_transport *t, u32 cid);
+/* Resets every connection of the transport (device reset): they get ECONNRESET. */
+void rvsock_transport_reset_all(struct rvsock_transport *t);
+
+/* ---- Helpers (helpers.c): inline functions and macros, exported in namespace RVSOCK ------- */
+
+/* Socket lock and state. */
+void rvsock_h_lock_sock(struct sock *sk);
+void rvsock_h_lock_sock_nested(struct sock *sk);
+void rvsock_h_bh_lock_sock(struct sock *sk);
+void rvsock_h_bh_unlock_sock(struct sock *sk);
+void rvsock_h_bh_lock_sock_nested(struct sock *sk);
+bool rvsock_h_sock_owned_by_user(const struct sock *sk);
+int rvsock_h_sk_add_backlog(struct sock *sk, struct sk_buff *skb, unsigned int limit);
+void rvsock_h_sock_hold(struct sock *sk);
+void rvsock_h_sock_put(struct sock *sk);
+bool rvsock_h_sock_hold_not_zero(struct sock *sk);
+bool rvsock_h_sock_flag(const struct sock *sk, int flag);
+void rvsock_h_sock_set_flag(struct sock *sk, int flag, bool on);
+void rvsock_h_sock_orphan(struct sock *sk);
+void rvsock_h_sock_graft(struct sock *sk, struct socket *parent);
+void rvsock_h_sk_acceptq_added(struct sock *sk);
+void rvsock_h_sk_acceptq_removed(struct sock *sk);
+bool rvsock_h_sk_acceptq_is_full(const struct sock *sk);
+int rvsock_h_sock_error(struct sock *sk);
+int rvsock_h_sock_rcvlowat(const struct sock *sk, int waitall, int len);
+long rvsock_h_sock_rcvtimeo(const struct sock *sk, bool noblock);
+long rvsock_h_sock_sndtimeo(const struct sock *sk, bool noblock);
+bool rvsock_h_error_queue_empty(const struct sock *sk);
+void rvsock_h_sk_state_change(struct sock *sk);
+void rvsock_h_sk_data_ready(struct sock *sk);
+void rvsock_h_sk_write_space(struct sock *sk);
+void rvsock_h_socket_set_flag(struct socket *sock, int bit);
+void rvsock_h_sock_poll_wait(struct file *file, struct socket *sock, poll_table *wait);
+struct socket *rvsock_h_sk_socket(const struct sock *sk);
+struct net *rvsock_h_sock_net(const struct sock *sk);
+
+/* Waiting on a socket: the sk_wait_event() pattern, with the condition checked in Rust. */
+void rvsock_h_init_wait(struct wait_queue_entry *wait);
+void rvsock_h_sk_add_wait(struct sock *sk, struct wait_queue_entry *wait);
+void rvsock_h_sk_remove_wait(struct sock *sk, struct wait_queue_entry *wait);
+long rvsock_h_wait_woken(struct wait_queue_entry *wait, long timeout);
+bool rvsock_h_signal_pending(void);
+bool rvsock_h_current_exiting(void);
+
+/* sk_buff. */
+struct sk_buff *rvsock_h_alloc_skb(unsigned int headroom, unsigned int payload, gfp_t gfp);
+void rvsock_h_skb_put_payload(struct sk_buff *skb, unsigned int len);
+void rvsock_h_kfree_skb(struct sk_buff *skb);
+void rvsock_h_skb_orphan(struct sk_buff *skb);
+void rvsock_h_skb_set_destructor(struct sk_buff *skb, void (*fn)(struct sk_buff *skb));
+unsigned int rvsock_h_skb_tailroom(const struct sk_buff *skb);
+bool rvsock_h_skb_is_nonlinear(const struct sk_buff *skb);
+void rvsock_h_skb_zcopy_set(struct sk_buff *skb, struct ubuf_info *uarg);
+void rvsock_h_net_zcopy_put(struct ubuf_info *uarg);
+void rvsock_h_net_zcopy_put_abort(struct ubuf_info *uarg, bool have_uref);
+void rvsock_h_uarg_mark_copied(struct ubuf_info *uarg);
+size_t rvsock_h_msg_data_left(const struct msghdr *msg);
+int rvsock_h_iov_iter_npages(const struct msghdr *msg, int maxpages);
+
+/* Userspace access. */
+int rvsock_h_copy_from_sockptr(void *dst, sockptr_t src, size_t size);
+
+/* Delayed work. */
+void rvsock_h_init_delayed_work(struct delayed_work *dw, work_func_t fn);
+bool rvsock_h_schedule_delayed_work(struct delayed_work *dw, unsigned long delay);
+bool rvsock_h_mod_delayed_work(struct delayed_work *dw, unsigned long delay);
+
+/* SRCU protecting calls into transports against their unregistration. */
+int rvsock_h_srcu_read_lock(void);
+void rvsock_h_srcu_read_unlock(int idx);
+void rvsock_h_synchronize_srcu(void);
+
+/* Modules. */
+bool rvsock_h_try_module_get(struct module *m);
+
+/* Miscellaneous. */
+u32 rvsock_h_random_u32(void);
+bool rvsock_h_capable_net_bind_service(void);
+const char *rvsock_h_kernel_release(void);
+
+#endif /* RVSOCK_SYS_H */
