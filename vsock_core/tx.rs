@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Building and sending packets (`virtio_transport_send_pkt_info` and friends).
+//!
+//! A socket's own sends (connect, data, shutdown, credit updates after a read) go to its
+//! transport at once, from the calling task.  Replies made by the receive path, which may run
+//! with a socket spinlock held, are collected in an [`Outbox`] and sent once no lock is held,
+//! so a transport that delivers inline (loopback) never nests two sockets' locks.
+
+use crate::kx::msg::Msg;
+use crate::kx::skb::SkBuff;
+use crate::kx::zerocopy::Plan;
+use crate::kx::{sys, Gfp};
+use crate::proto::conn::{Reply, SockType};
+use crate::proto::errno::Errno;
+use crate::proto::hdr::{Hdr, Op, MAX_PKT_PAYLOAD, SEQ_EOM, SEQ_EOR};
+use crate::registry::Transport;
+use crate::vsk::{State, Vsk};
+use crate::Core;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// Packets to send once the receive path dropped its locks.
+pub(crate) struct Outbox {
+    pkts: crate::kx::skb::SkbList,
+}
+
+impl Outbox {
+    pub(crate) fn new() -> Self {
+        Outbox {
+            pkts: crate::kx::skb::SkbList::new(),
+        }
+    }
+
+    /// Queues `skb` for transport `t`.
+    pub(crate) fn push(&mut self, t: &Transport, mut skb: SkBuff) {
+        let mut cb = skb.cb();
+        cb.transport = t.id;
+        cb.reply = true;
+        skb.set_cb(cb);
+        self.pkts.push_back(skb);
+    }
+
+    /// Queues the RST answering `hdr` as if no socket existed (never for a RST).
+    pub(crate) fn rst_nosock(&mut self, t: &Transport, hdr: &Hdr, gfp: Gfp) {
+        let Some(reply) = hdr.rst_reply() else { return };
+        if let Ok(mut skb) = SkBuff::alloc_pkt(0, gfp) {
+            skb.set_hdr(&reply);
+            self.push(t, skb);
+        }
+    }
+
+    /// Sends everything queued.  No lock may be held.
+    pub(crate) fn flush(&mut self, core: &Core) {
+        while let Some(skb) = self.pkts.pop_front() {
+            if let Some(t) = core.registry.by_id(skb.cb().transport) {
+                // A failed reply is a lost packet, as on a lossy device; the peer's timers
+                // cover it.
+                let _ = t.ops.send_pkt(skb);
+            }
+        }
+    }
+}
+
+/// The header of a packet from the socket to its peer, with fresh credit.
+fn sock_hdr(st: &mut State, t: &Transport, op: Op, flags: u32, len: u32) -> Hdr {
+    let (buf_alloc, fwd_cnt) = st.conn.rx.stamp();
+    Hdr {
+        src_cid: t.local_cid() as u64,
+        dst_cid: st.remote.cid as u64,
+        src_port: st.local.port,
+        dst_port: st.remote.port,
+        len,
+        type_: st.conn.sock_type.wire(),
+        op: op as u16,
+        flags,
+        buf_alloc,
+        fwd_cnt,
+    }
+}
+
+/// Builds a control packet (no payload) from the socket to its peer.
+pub(crate) fn ctrl_pkt(
+    st: &mut State,
+    op: Op,
+    flags: u32,
+    gfp: Gfp,
+) -> Result<(Arc<Transport>, SkBuff)> {
+    let t = st
+        .transport
+        .clone()
+        .ok_or_else(|| crate::kx::error(Errno::ENOTCONN))?;
+    let mut skb = SkBuff::alloc_pkt(0, gfp)?;
+    let hdr = sock_hdr(st, &t, op, flags, 0);
+    skb.set_hdr(&hdr);
+    Ok((t, skb))
+}
+
+/// Sends a control packet from the socket now (owner context).
+pub(crate) fn send_ctrl(st: &mut State, op: Op, flags: u32) -> Result {
+    let (t, skb) = ctrl_pkt(st, op, flags, Gfp::Kernel)?;
+    t.ops.send_pkt(skb)
+}
+
+/// Sends or queues the reply an event asked for.
+pub(crate) fn reply(
+    st: &mut State,
+    r: Reply,
+    rx: Option<(&Transport, &Hdr)>,
+    out: &mut Outbox,
+    gfp: Gfp,
+) {
+    match r {
+        Reply::Sock { op, flags } => {
+            if let Ok((t, skb)) = ctrl_pkt(st, op, flags, gfp) {
+                out.push(&t, skb);
+            }
+        }
+        Reply::RstNoSock => {
+            if let Some((t, hdr)) = rx {
+                out.rst_nosock(t, hdr, gfp);
+            }
+        }
+    }
+}
+
+/// Sends up to `len` bytes of `msg` as data packets, as far as the peer's credit allows
+/// (`virtio_transport_stream_enqueue`).  Returns the bytes sent (0 when no credit).
+///
+/// With `MSG_ZEROCOPY` on a socket with `SO_ZEROCOPY`, the user pages are attached to the
+/// packets instead of copied when the whole message fits the credit, and a completion is queued
+/// on the error queue once the peer consumed them (`SO_EE_CODE_ZEROCOPY_COPIED` when they were
+/// copied after all).
+pub(crate) fn send_data(
+    sk: &Vsk,
+    st: &mut State,
+    t: &Arc<Transport>,
+    msg: &mut Msg<'_>,
+    len: usize,
+) -> Result<usize> {
+    let want = len.min(u32::MAX as usize) as u32;
+    let granted = st.conn.reserve(want);
+    if granted == 0 {
+        return Ok(0);
+    }
+    sk.data()
+        .unsent
+        .fetch_add(granted, ::core::sync::atomic::Ordering::AcqRel);
+
+    let mut zc = match Plan::new(sk, t.desc.msgzerocopy, msg, granted) {
+        Ok(zc) => zc,
+        Err(e) => {
+            st.conn.tx.unreserve(granted);
+            sk.data().skb_unsent_sub(granted);
+            return Err(e);
+        }
+    };
+    let max_pkt = zc.max_packet(MAX_PKT_PAYLOAD);
+    let mut rest = granted;
+    let mut err = None;
+    while rest > 0 {
+        let n = rest.min(max_pkt);
+        match build_data_pkt(sk, st, t, msg, n, &mut zc) {
+            Ok(skb) => {
+                if let Err(e) = t.ops.send_pkt(skb) {
+                    err = Some(e);
+                    break;
+                }
+                rest -= n;
+            }
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    if rest > 0 {
+        st.conn.tx.unreserve(rest);
+        sk.data().skb_unsent_sub(rest);
+    }
+    zc.finish(granted - rest);
+    match err {
+        Some(e) if rest == granted => Err(e),
+        _ => Ok((granted - rest) as usize),
+    }
+}
+
+fn build_data_pkt(
+    sk: &Vsk,
+    st: &mut State,
+    t: &Transport,
+    msg: &mut Msg<'_>,
+    n: u32,
+    zc: &mut Plan,
+) -> Result<SkBuff> {
+    let mut skb = SkBuff::alloc_pkt(if zc.active() { 0 } else { n }, Gfp::Kernel)?;
+    sk.charge_skb(&mut skb, n);
+    // A fault while filling makes the packet, and the send, fail with ENOMEM, as in Linux.
+    if zc.fill(sk, &mut skb, msg, n).is_err() {
+        return Err(ENOMEM);
+    }
+    let mut flags = 0;
+    if st.conn.sock_type == SockType::SeqPacket && msg.data_left() == 0 {
+        flags |= SEQ_EOM;
+        if msg.flags() & sys::MSG_EOR != 0 {
+            flags |= SEQ_EOR;
+        }
+    }
+    let hdr = sock_hdr(st, t, Op::Rw, flags, n);
+    skb.set_hdr(&hdr);
+    Ok(skb)
+}
+
+impl crate::vsk::Shared {
+    /// Takes back bytes counted as unsent that were never sent.
+    pub(crate) fn skb_unsent_sub(&self, n: u32) {
+        let _ = self.unsent.fetch_update(
+            ::core::sync::atomic::Ordering::AcqRel,
+            ::core::sync::atomic::Ordering::Acquire,
+            |v| Some(v.saturating_sub(n)),
+        );
+    }
+}
+
+/// `EMSGSIZE` check of a SEQPACKET message against the send window.
+pub(crate) fn check_message_size(st: &State, len: usize) -> ::core::result::Result<(), Errno> {
+    if len > st.conn.max_message() as usize {
+        Err(Errno::EMSGSIZE)
+    } else {
+        Ok(())
+    }
+}
