@@ -11,10 +11,11 @@
 //! [`Failure`] naming the file, line and failed condition, which the trampoline reports to KUnit.
 
 use core::fmt::{self, Write};
+use kernel::prelude::*;
 
 /// Why a test case failed: the location and a short, NUL-terminated message.
 pub(crate) struct Failure {
-    msg: [u8; 256],
+    msg: Option<KBox<[u8; 256]>>,
 }
 
 /// The result of one test case.
@@ -23,20 +24,25 @@ pub(crate) type TestResult = core::result::Result<(), Failure>;
 impl Failure {
     /// Builds a failure from a location and a formatted message (truncated to fit).
     pub(crate) fn new(file: &str, line: u32, args: fmt::Arguments<'_>) -> Self {
-        let mut f = Failure { msg: [0; 256] };
-        let mut w = Cursor {
-            buf: &mut f.msg,
-            len: 0,
-        };
-        // Truncation is the only possible error, and a truncated message is still useful.
-        let _ = write!(w, "{file}:{line}: {args}");
-        f
+        let mut buf = KBox::new([0u8; 256], GFP_KERNEL).ok();
+        if let Some(b) = buf.as_mut() {
+            let mut w = Cursor {
+                buf: &mut b[..],
+                len: 0,
+            };
+            // Truncation is the only possible error, and a truncated message is still useful.
+            let _ = write!(w, "{file}:{line}: {args}");
+        }
+        Failure { msg: buf }
     }
 
     /// The message as a C string; the last byte of the buffer is never written, so it is
     /// NUL-terminated.
     pub(crate) fn as_c_ptr(&self) -> *const u8 {
-        self.msg.as_ptr()
+        match &self.msg {
+            Some(b) => b.as_ptr(),
+            None => c"test failed (no memory for the message)".as_ptr().cast(),
+        }
     }
 }
 
@@ -158,6 +164,11 @@ macro_rules! kunit_suite {
                 $(
                     kunit_case {
                         run_case: Some({
+                            /// Runs the case.
+                            ///
+                            /// # Safety
+                            ///
+                            /// Called by KUnit with the running test.
                             unsafe extern "C" fn trampoline(test: *mut kunit) {
                                 // SAFETY: KUnit passes the running test.
                                 unsafe { $crate::kunit::run(test, $case) }

@@ -87,6 +87,22 @@ unsafe impl<P: SockProto> AlwaysRefCounted for ProtoSock<P> {
     }
 }
 
+/// Where and how [`ProtoSock::alloc`] creates a socket.
+pub(crate) struct NewSock {
+    /// Network namespace.
+    pub(crate) net: *mut sys::net,
+    /// The `struct socket` being created, or null for a child made by the receive path.
+    pub(crate) sock: *mut sys::socket,
+    /// Address family.
+    pub(crate) family: i32,
+    /// Socket type (`SOCK_STREAM`, ...).
+    pub(crate) sk_type: u16,
+    /// Allocation context.
+    pub(crate) gfp: crate::kx::Gfp,
+    /// Created by the kernel rather than a user.
+    pub(crate) kern: bool,
+}
+
 /// A registered `struct proto`: the slab and identity of a protocol's sockets.
 ///
 /// # Invariants
@@ -196,18 +212,22 @@ impl<P: SockProto> ProtoSock<P> {
     ///
     /// # Safety
     ///
-    /// `net` must be a valid network namespace and `sock` null or a valid socket being created.
+    /// `how.net` must be a valid network namespace and `how.sock` null or a valid socket being
+    /// created.
     pub(crate) unsafe fn alloc(
         proto: &ProtoReg<P>,
-        net: *mut sys::net,
-        sock: *mut sys::socket,
-        family: i32,
-        sk_type: u16,
-        gfp: crate::kx::Gfp,
-        kern: bool,
+        how: NewSock,
         locked: P::Locked,
         data: impl PinInit<P, Error>,
     ) -> Result<ARef<Self>> {
+        let NewSock {
+            net,
+            sock,
+            family,
+            sk_type,
+            gfp,
+            kern,
+        } = how;
         // SAFETY: `net` is valid (caller); `proto` is registered (its type invariant).
         let sk = unsafe { sys::sk_alloc(net, family, gfp.raw(), proto.as_ptr(), kern as i32) };
         let sk = NonNull::new(sk).ok_or(ENOMEM)?;

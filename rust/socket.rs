@@ -330,10 +330,10 @@ unsafe extern "C" fn accept<T: SocketOps>(
     newsock: *mut sys::socket,
     arg: *mut sys::proto_accept_arg,
 ) -> i32 {
-    // SAFETY: Valid for the call (socket layer).
     let flags = if arg.is_null() {
         0
     } else {
+        // SAFETY: Valid for the call (socket layer).
         unsafe { (*arg).flags }
     };
     // SAFETY: Valid for the call (socket layer).

@@ -364,10 +364,11 @@ pub(crate) mod host {
             local_cid: i.local_cid,
             msgzerocopy: i.msgzerocopy,
         };
-        // INVARIANT: The ops are valid until unregistration (caller), which revokes first.
         // SAFETY: `i.ops` is valid (checked non-null, ABI contract).
+        let table = unsafe { *i.ops };
+        // INVARIANT: The ops are valid until unregistration (caller), which revokes first.
         let ops = Ops {
-            ops: unsafe { *i.ops },
+            ops: table,
             priv_: i.priv_,
             revoked: AtomicBool::new(false),
         };

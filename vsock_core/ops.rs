@@ -4,7 +4,7 @@
 //! half of the close handshake, timers, and socket resets when a transport goes away.
 
 use crate::kx::msg::{Msg, OptVal};
-use crate::kx::sock::WaitError;
+use crate::kx::sock::{NewSock, WaitError};
 use crate::kx::socket::{
     Family, LockedByCaller, PollTable, Socket, SocketOps, SocketState, UserPtr,
 };
@@ -51,21 +51,17 @@ pub(crate) fn alloc_sock(
     } as u16;
     let buf_alloc = state.conn.rx.buf_alloc;
     let sock_ptr = sock.map_or(::core::ptr::null_mut(), |s| s.as_ptr());
-    // SAFETY: `net` comes from the socket layer (create) or from the listener being served, and
-    // `sock` is the socket being created or none.
-    let sk = unsafe {
-        Vsk::alloc(
-            &core.proto,
-            net,
-            sock_ptr,
-            AF_VSOCK as i32,
-            sk_type,
-            gfp,
-            kern,
-            state,
-            Shared::new(),
-        )
-    }?;
+    let how = NewSock {
+        net,
+        sock: sock_ptr,
+        family: AF_VSOCK as i32,
+        sk_type,
+        gfp,
+        kern,
+    };
+    // SAFETY: `net` comes from the socket layer (create) or from the listener being served,
+    // and `sock` is the socket being created or none.
+    let sk = unsafe { Vsk::alloc(&core.proto, how, state, Shared::new()) }?;
     sk.data().set_backlog_limit(buf_alloc);
     Ok(sk)
 }

@@ -221,7 +221,7 @@ fn dequeue_message(st: &mut State, msg: &mut Msg<'_>) -> Result<usize> {
                     Err(e) => res = Err(e),
                 }
             }
-            if let Ok(_) = res {
+            if res.is_ok() {
                 res = Ok(n + pkt_len as usize);
             }
         }

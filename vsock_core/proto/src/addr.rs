@@ -83,7 +83,7 @@ impl VsockAddr {
     }
 
     /// The `struct sockaddr_vm` image of this address, as `getsockname` and friends return it.
-    pub fn to_bytes(&self) -> [u8; SOCKADDR_VM_LEN] {
+    pub fn to_bytes(self) -> [u8; SOCKADDR_VM_LEN] {
         let mut b = [0u8; SOCKADDR_VM_LEN];
         b[0..2].copy_from_slice(&AF_VSOCK.to_ne_bytes());
         b[4..8].copy_from_slice(&self.port.to_ne_bytes());
