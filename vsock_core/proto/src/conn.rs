@@ -451,8 +451,8 @@ fn shutdown_reply(mode: u8) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::hdr::{MAX_PKT_PAYLOAD, SEQ_EOR};
     use super::*;
+    use crate::hdr::{MAX_PKT_PAYLOAD, SEQ_EOR};
     use proptest::prelude::*;
     use std::collections::VecDeque;
     use std::vec::Vec;
@@ -911,8 +911,8 @@ mod tests {
                 }
             }
             // Finish: both close, everything is delivered, timers fire.
-            for s in 0..2 {
-                if !closed[s] { p.close(s); }
+            for (s, was_closed) in closed.into_iter().enumerate() {
+                if !was_closed { p.close(s); }
             }
             p.deliver_all();
             p.fire_timer(0);

@@ -313,17 +313,18 @@ mod tests {
         #[test]
         fn receiver_counters_stay_in_bounds(buf: u32, ops in proptest::collection::vec((any::<u32>(), any::<bool>(), any::<bool>()), 1..100)) {
             let mut rx = RxCredit::new(buf);
-            let mut lens: std::vec::Vec<u32> = std::vec::Vec::new();
+            let mut queued: std::collections::VecDeque<(u32, bool)> = std::collections::VecDeque::new();
             for (len, take, eom) in ops {
                 if take {
-                    if let Some(l) = lens.pop() {
-                        rx.consume(l, l, false);
+                    if let Some((l, e)) = queued.pop_front() {
+                        rx.consume(l, l, e);
                     }
-                } else if rx.admit(len, eom && false, false, 0).is_ok() {
-                    lens.push(len);
+                } else if rx.admit(len, eom, false, 0).is_ok() {
+                    queued.push_back((len, eom));
                 }
                 prop_assert!(rx.buf_used <= rx.buf_alloc);
                 prop_assert!(rx.rx_bytes <= rx.buf_used);
+                prop_assert_eq!(rx.msg_count as usize, queued.iter().filter(|q| q.1).count());
             }
         }
     }
