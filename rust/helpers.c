@@ -229,15 +229,16 @@ RVSOCK_EXPORT(rvsock_h_current_exiting);
 
 /*
  * An skb for a packet: @headroom bytes in front of the data for the header and room for
- * @payload bytes, linear when that fits a costly-order allocation, else in page fragments
- * (virtio_vsock_alloc_skb()).  The payload is then added with rvsock_h_skb_put_payload().
+ * @payload bytes, linear when asked or when that fits a costly-order allocation, else in page
+ * fragments (virtio_vsock_alloc_skb()).  The payload is then added with rvsock_h_skb_put_payload().
  */
-struct sk_buff *rvsock_h_alloc_skb(unsigned int headroom, unsigned int payload, gfp_t gfp)
+struct sk_buff *rvsock_h_alloc_skb(unsigned int headroom, unsigned int payload, bool linear,
+				   gfp_t gfp)
 {
 	struct sk_buff *skb;
 	int err;
 
-	if (headroom + payload <= SKB_WITH_OVERHEAD(PAGE_SIZE << PAGE_ALLOC_COSTLY_ORDER)) {
+	if (linear || headroom + payload <= SKB_WITH_OVERHEAD(PAGE_SIZE << PAGE_ALLOC_COSTLY_ORDER)) {
 		skb = alloc_skb(headroom + payload, gfp);
 		if (skb)
 			skb_reserve(skb, headroom);

@@ -153,7 +153,8 @@ bool rvsock_h_signal_pending(void);
 bool rvsock_h_current_exiting(void);
 
 /* sk_buff. */
-struct sk_buff *rvsock_h_alloc_skb(unsigned int headroom, unsigned int payload, gfp_t gfp);
+struct sk_buff *rvsock_h_alloc_skb(unsigned int headroom, unsigned int payload, bool linear,
+				   gfp_t gfp);
 void rvsock_h_skb_put_payload(struct sk_buff *skb, unsigned int len);
 void rvsock_h_kfree_skb(struct sk_buff *skb);
 void rvsock_h_skb_orphan(struct sk_buff *skb);

@@ -139,21 +139,20 @@ impl Skb {
         })
     }
 
-    /// Appends the linear payload of `other` to this buffer's linear data (small-packet merge).
-    /// The caller checked that `other` is linear and fits the tailroom.
-    pub(crate) fn append_linear(&mut self, other: &Skb) -> Result {
-        let len = other.len();
-        if other.is_nonlinear() || self.is_nonlinear() || len > self.tailroom() {
+    /// Appends `len` payload bytes of `src`, from `offset`, to this buffer's linear data.
+    pub(crate) fn append_from(&mut self, src: &Skb, offset: u32, len: u32) -> Result {
+        if self.is_nonlinear()
+            || len > self.tailroom()
+            || offset as u64 + len as u64 > src.len() as u64
+        {
             return Err(EINVAL);
         }
-        // SAFETY: Both buffers are valid and distinct (`&mut self` and `&Skb`); `other`'s `len`
-        // bytes at `data` are its linear payload; `skb_put` returns room for `len` bytes, which
-        // fits the tailroom (checked above).
-        unsafe {
+        // SAFETY: `skb_put` returns `len` bytes of room (within the tailroom, checked above) in
+        // this buffer, which is distinct from `src`; the source range is within its payload.
+        to_result(unsafe {
             let dst = sys::skb_put(self.as_ptr(), len);
-            core::ptr::copy_nonoverlapping((*other.as_ptr()).data, dst.cast::<u8>(), len as usize);
-        }
-        Ok(())
+            sys::skb_copy_bits(src.as_ptr(), offset as i32, dst, len as i32)
+        })
     }
 
     /// Charges the buffer to `sk`'s write allocation (`skb_set_owner_w`).
@@ -223,7 +222,15 @@ impl SkBuff {
     /// (linear when small, page fragments otherwise).
     pub(crate) fn alloc_pkt(payload: u32, gfp: Gfp) -> Result<Self> {
         // SAFETY: FFI call without preconditions.
-        let p = unsafe { sys::rvsock_h_alloc_skb(HDR_LEN as u32, payload, gfp.raw()) };
+        let p = unsafe { sys::rvsock_h_alloc_skb(HDR_LEN as u32, payload, false, gfp.raw()) };
+        // INVARIANT: A fresh buffer, owned by nobody else.
+        NonNull::new(p).map(SkBuff).ok_or(ENOMEM)
+    }
+
+    /// A packet buffer whose payload room is linear, for collapsing queued packets.
+    pub(crate) fn alloc_linear_pkt(payload: u32, gfp: Gfp) -> Result<Self> {
+        // SAFETY: FFI call without preconditions.
+        let p = unsafe { sys::rvsock_h_alloc_skb(HDR_LEN as u32, payload, true, gfp.raw()) };
         // INVARIANT: A fresh buffer, owned by nobody else.
         NonNull::new(p).map(SkBuff).ok_or(ENOMEM)
     }

@@ -8,7 +8,7 @@
 //! which `release_sock` hands back to [`backlog_rcv`].  No work queue sits in between, and no
 //! socket's traffic waits behind another's.
 
-use crate::kx::skb::SkBuff;
+use crate::kx::skb::{SkBuff, Skb};
 use crate::kx::sock::BhLock;
 use crate::kx::Gfp;
 use crate::proto::addr::{VsockAddr, VMADDR_CID_ANY, VMADDR_CID_LOCAL};
@@ -135,6 +135,9 @@ fn process(
     if st.local.cid != VMADDR_CID_ANY {
         st.local.cid = hdr.dst_cid as u32;
     }
+    if hdr.op() == Some(Op::Rw) {
+        make_room(st, gfp);
+    }
     let merge = can_merge(st, &skb, hdr);
     let plan = RxPlan {
         merge,
@@ -157,11 +160,85 @@ fn can_merge(st: &mut State, skb: &SkBuff, hdr: &Hdr) -> bool {
     !tail.is_nonlinear() && skb.len() < tail.tailroom() && !tail_eom
 }
 
+/// Payload room of a collapsed packet: a 16 KiB allocation with the buffer overhead.
+const COLLAPSE_LEN: u32 = 15 * 1024;
+
+fn collapsible(skb: &Skb) -> bool {
+    skb.cb().offset == 0
+        && skb.len() < COLLAPSE_LEN
+        && !skb.hdr().is_some_and(|h| h.flags & SEQ_EOM != 0)
+}
+
+/// Keeps a long queue of small packets from exceeding the per-packet memory bound that the
+/// credit admission enforces: when one more packet would not fit, runs of small unread
+/// packets are copied into larger ones (`virtio_transport_collapse_rx_queue`).  An honest peer
+/// writing many small messages is never reset for it.
+fn make_room(st: &mut State, gfp: Gfp) {
+    let overhead = crate::kx::sys::SKB_TRUESIZE_0 as u64;
+    if (st.rx.len() as u64 + 1) * overhead <= st.conn.rx.buf_alloc as u64 {
+        return;
+    }
+    let mut old = ::core::mem::take(&mut st.rx);
+    let mut cur: Option<SkBuff> = None;
+    while let Some(skb) = old.pop_front() {
+        if !collapsible(&skb) {
+            if let Some(c) = cur.take() {
+                st.rx.push_back(c);
+            }
+            st.rx.push_back(skb);
+            continue;
+        }
+        if let Some(c) = cur.as_mut() {
+            if skb.len() <= c.tailroom() && append(c, &skb) {
+                st.conn.rx.merged();
+                skb.consume();
+                continue;
+            }
+            if let Some(c) = cur.take() {
+                st.rx.push_back(c);
+            }
+        }
+        match SkBuff::alloc_linear_pkt(COLLAPSE_LEN, gfp) {
+            Ok(mut c) => {
+                if let Some(mut h) = skb.hdr() {
+                    h.len = 0;
+                    h.flags = 0;
+                    c.set_hdr(&h);
+                }
+                if append(&mut c, &skb) {
+                    skb.consume();
+                    cur = Some(c);
+                } else {
+                    st.rx.push_back(skb);
+                }
+            }
+            Err(_) => st.rx.push_back(skb),
+        }
+    }
+    if let Some(c) = cur {
+        st.rx.push_back(c);
+    }
+}
+
+/// Appends `skb`'s payload to the collapsed packet `c`, accumulating its header.
+fn append(c: &mut Skb, skb: &Skb) -> bool {
+    let (Some(mut ch), Some(h)) = (c.hdr(), skb.hdr()) else {
+        return false;
+    };
+    if c.append_from(skb, 0, skb.len()).is_err() {
+        return false;
+    }
+    ch.len += h.len;
+    ch.flags |= h.flags;
+    c.set_hdr(&ch);
+    true
+}
+
 /// Queues an admitted payload, merged into the last packet when the plan said so.
 fn enqueue(st: &mut State, skb: SkBuff, hdr: &Hdr) {
     if can_merge(st, &skb, hdr) {
         if let Some(tail) = st.rx.back_mut() {
-            if tail.append_linear(&skb).is_ok() {
+            if tail.append_from(&skb, 0, skb.len()).is_ok() {
                 if let Some(mut th) = tail.hdr() {
                     th.len += hdr.len;
                     th.flags |= hdr.flags;
