@@ -69,3 +69,9 @@ fmt:
 
 fmt-check:
 	$(KRUSTFMT) --check --edition 2021 --config-path $(TOP)/.rustfmt.toml $(RUST_SOURCES)
+
+# Fuzz the packet-receive path of the protocol logic (needs a nightly toolchain and cargo-fuzz).
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	cd $(TOP)/vsock_core/proto && cargo +nightly fuzz run recv_path -- -max_total_time=$(FUZZ_SECONDS)
