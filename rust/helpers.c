@@ -379,6 +379,12 @@ bool rvsock_h_try_module_get(struct module *m)
 }
 RVSOCK_EXPORT(rvsock_h_try_module_get);
 
+struct net *rvsock_h_init_net(void)
+{
+	return &init_net;
+}
+RVSOCK_EXPORT(rvsock_h_init_net);
+
 u32 rvsock_h_random_u32(void)
 {
 	return get_random_u32();

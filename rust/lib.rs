@@ -8,6 +8,7 @@
 //! these types.
 
 pub(crate) mod global;
+pub(crate) mod ksock;
 pub(crate) mod misc;
 pub(crate) mod msg;
 pub(crate) mod skb;

@@ -184,6 +184,9 @@ void rvsock_h_synchronize_srcu(void);
 /* Modules. */
 bool rvsock_h_try_module_get(struct module *m);
 
+/* Kernel sockets (tests). */
+struct net *rvsock_h_init_net(void);
+
 /* Miscellaneous. */
 u32 rvsock_h_random_u32(void);
 bool rvsock_h_capable_net_bind_service(void);

@@ -251,6 +251,20 @@ impl SkBuff {
         }
     }
 
+    /// Fills the payload of a fresh buffer with kernel data (test transports).
+    pub(crate) fn fill_from_slice(&mut self, data: &[u8]) -> Result {
+        let len = u32::try_from(data.len()).map_err(|_| EINVAL)?;
+        if self.is_nonlinear() || len > self.tailroom() {
+            return Err(EINVAL);
+        }
+        // SAFETY: `skb_put` returns `len` bytes of room in the linear data (checked above).
+        unsafe {
+            let dst = sys::skb_put(self.as_ptr(), len);
+            core::ptr::copy_nonoverlapping(data.as_ptr(), dst.cast::<u8>(), data.len());
+        }
+        Ok(())
+    }
+
     /// Frees the buffer as consumed (not dropped).
     pub(crate) fn consume(self) {
         // SAFETY: The buffer is owned (type invariant) and given up here.

@@ -15,6 +15,13 @@ mod kunit;
 #[path = "../../../rust/proto.rs"]
 mod proto;
 
+#[allow(dead_code)]
+#[path = "../transport/test_transport.rs"]
+mod test_transport;
+
+mod core_tests;
+mod proto_tests;
+
 use kunit::{kcheck, kcheck_eq, kunit_suite, TestResult};
 
 kx::import_rvsock_namespace!();

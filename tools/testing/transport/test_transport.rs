@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A transport for tests: it records every packet the core sends through it and answers like a
+//! peer would, as configured.  `rvsock_test_transport.ko` loads it from module parameters for
+//! userspace checks; the KUnit suites register it directly.
+
+use crate::kx::skb::SkBuff;
+use crate::kx::transport::{Core, Transport};
+use crate::kx::Gfp;
+use crate::proto::hdr::{Hdr, Op};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use kernel::prelude::*;
+use kernel::sync::SpinLock;
+
+/// How the test transport answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Answer {
+    /// Records only; nothing comes back.
+    Nothing = 0,
+    /// Answers everything but a RST with a RST, as when no peer listens.
+    Rst = 1,
+    /// Plays a peer that accepts: RESPONSE to a REQUEST, a CREDIT_UPDATE for data, RST to a
+    /// SHUTDOWN.
+    Accept = 2,
+}
+
+impl Answer {
+    /// From a module parameter value.
+    pub(crate) fn from_u32(v: u32) -> Answer {
+        match v {
+            1 => Answer::Rst,
+            2 => Answer::Accept,
+            _ => Answer::Nothing,
+        }
+    }
+}
+
+const LOG_LEN: usize = 32;
+
+/// The packets seen, as a ring of the last `LOG_LEN` headers.
+pub(crate) struct Log {
+    hdrs: [Hdr; LOG_LEN],
+    total: usize,
+}
+
+/// The test transport.
+#[pin_data]
+pub(crate) struct TestTransport {
+    name: &'static CStr,
+    answer: AtomicU8,
+    verbose: AtomicBool,
+    /// Payload bytes received, echoed as the peer's `fwd_cnt` in credit updates.
+    consumed: AtomicU32,
+    #[pin]
+    log: SpinLock<Log>,
+}
+
+impl TestTransport {
+    /// A test transport called `name` answering as `answer`; `verbose` logs every packet.
+    pub(crate) fn new(
+        name: &'static CStr,
+        answer: Answer,
+        verbose: bool,
+    ) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            name,
+            answer: AtomicU8::new(answer as u8),
+            verbose: AtomicBool::new(verbose),
+            consumed: AtomicU32::new(0),
+            log <- kernel::new_spinlock!(Log { hdrs: [Hdr::default(); LOG_LEN], total: 0 }, "rvsock_test:log"),
+        }? Error)
+    }
+
+    /// Changes how it answers.
+    pub(crate) fn set_answer(&self, a: Answer) {
+        self.answer.store(a as u8, Ordering::Release);
+    }
+
+    /// Packets seen so far.
+    pub(crate) fn count(&self) -> usize {
+        self.log.lock().total
+    }
+
+    /// Packets seen with operation `op`, among the last ones kept.
+    pub(crate) fn count_op(&self, op: Op) -> usize {
+        let l = self.log.lock();
+        let kept = l.total.min(LOG_LEN);
+        (0..kept)
+            .filter(|i| l.hdrs[(l.total - 1 - i) % LOG_LEN].op == op as u16)
+            .count()
+    }
+
+    /// The last packet seen.
+    pub(crate) fn last(&self) -> Option<Hdr> {
+        let l = self.log.lock();
+        (l.total > 0).then(|| l.hdrs[(l.total - 1) % LOG_LEN])
+    }
+
+    /// Forgets what was seen.
+    pub(crate) fn clear(&self) {
+        self.log.lock().total = 0;
+    }
+
+    /// Hands a packet to the core as if it came from the peer.
+    pub(crate) fn inject(core: &Core, hdr: &Hdr, payload: &[u8]) -> Result {
+        let mut skb = SkBuff::alloc_pkt(payload.len() as u32, Gfp::Atomic)?;
+        skb.fill_from_slice(payload)?;
+        let mut h = *hdr;
+        h.len = payload.len() as u32;
+        skb.set_hdr(&h);
+        core.recv(skb);
+        Ok(())
+    }
+
+    fn reply(h: &Hdr, op: Op) -> Hdr {
+        Hdr {
+            src_cid: h.dst_cid,
+            dst_cid: h.src_cid,
+            src_port: h.dst_port,
+            dst_port: h.src_port,
+            len: 0,
+            type_: h.type_,
+            op: op as u16,
+            flags: 0,
+            buf_alloc: 256 * 1024,
+            fwd_cnt: 0,
+        }
+    }
+}
+
+fn op_name(op: u16) -> &'static str {
+    match Op::from_u16(op) {
+        Some(Op::Request) => "REQUEST",
+        Some(Op::Response) => "RESPONSE",
+        Some(Op::Rst) => "RST",
+        Some(Op::Shutdown) => "SHUTDOWN",
+        Some(Op::Rw) => "RW",
+        Some(Op::CreditUpdate) => "CREDIT_UPDATE",
+        Some(Op::CreditRequest) => "CREDIT_REQUEST",
+        _ => "INVALID",
+    }
+}
+
+impl Transport for TestTransport {
+    fn send_pkt(&self, core: &Core, skb: SkBuff) -> Result {
+        let Some(h) = skb.hdr() else {
+            return Err(EINVAL);
+        };
+        {
+            let mut l = self.log.lock();
+            let i = l.total % LOG_LEN;
+            l.hdrs[i] = h;
+            l.total += 1;
+        }
+        if self.verbose.load(Ordering::Relaxed) {
+            pr_info!(
+                "{} saw {} {}:{} -> {}:{} len {}\n",
+                self.name.to_str().unwrap_or("?"),
+                op_name(h.op),
+                h.src_cid,
+                h.src_port,
+                h.dst_cid,
+                h.dst_port,
+                h.len
+            );
+        }
+        drop(skb);
+        let answer = Answer::from_u32(u32::from(self.answer.load(Ordering::Acquire)));
+        let op = h.op();
+        let back = match (answer, op) {
+            (Answer::Nothing, _) | (_, Some(Op::Rst)) => None,
+            (Answer::Rst, _) => Some(Self::reply(&h, Op::Rst)),
+            (Answer::Accept, Some(Op::Request)) => Some(Self::reply(&h, Op::Response)),
+            (Answer::Accept, Some(Op::Rw)) => {
+                let c = self
+                    .consumed
+                    .fetch_add(h.len, Ordering::AcqRel)
+                    .wrapping_add(h.len);
+                let mut r = Self::reply(&h, Op::CreditUpdate);
+                r.fwd_cnt = c;
+                Some(r)
+            }
+            (Answer::Accept, Some(Op::Shutdown)) => Some(Self::reply(&h, Op::Rst)),
+            (Answer::Accept, _) => None,
+        };
+        if let Some(r) = back {
+            Self::inject(core, &r, &[])?;
+        }
+        Ok(())
+    }
+
+    fn seqpacket_allow(&self, _remote_cid: u32) -> bool {
+        true
+    }
+}
