@@ -18,7 +18,8 @@ KERNEL_BINDGEN=$BINDGEN_ROOT/bin/bindgen
 VIRTME_NG_VERSION=1.42
 KERNEL_SOURCE_PKG=linux-source-6.12
 KERNEL_SOURCE_TAR=/usr/src/linux-source-6.12.tar.xz
-KERNEL_FRAGMENT=$RVSOCK_TOP/tools/testing/kernel/rvsock.config
+# The config fragment; tools/testing/kernel/bench.config selects the benchmark kernel.
+KERNEL_FRAGMENT=${KERNEL_FRAGMENT:-$RVSOCK_TOP/tools/testing/kernel/rvsock.config}
 export LIBCLANG_PATH=/usr/lib/llvm${LLVM_SUFFIX}/lib
 
 # Make arguments every kernel-side build needs (the kernel and our modules must agree on them).

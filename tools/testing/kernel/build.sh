@@ -84,5 +84,7 @@ done
 ln -sf src/tools/testing/kunit/kunit.py "$dir/kunit.py"
 
 touch "$dir/.complete"
-ln -sfn "$(basename "$dir")" "$RVSOCK_CACHE/kernel/current"
+if [ "$KERNEL_FRAGMENT" = "$RVSOCK_TOP/tools/testing/kernel/rvsock.config" ]; then
+	ln -sfn "$(basename "$dir")" "$RVSOCK_CACHE/kernel/current"
+fi
 log "test kernel ready: $dir/build"
