@@ -94,6 +94,14 @@ void rvsock_h_sock_orphan(struct sock *sk)
 }
 RVSOCK_EXPORT(rvsock_h_sock_orphan);
 
+/* Frees what the generic queues still hold at destruction (unread zerocopy completions). */
+void rvsock_h_sk_purge_queues(struct sock *sk)
+{
+	__skb_queue_purge(&sk->sk_receive_queue);
+	__skb_queue_purge(&sk->sk_error_queue);
+}
+RVSOCK_EXPORT(rvsock_h_sk_purge_queues);
+
 void rvsock_h_sock_graft(struct sock *sk, struct socket *parent)
 {
 	sock_graft(sk, parent);

@@ -127,6 +127,7 @@ bool rvsock_h_sock_hold_not_zero(struct sock *sk);
 bool rvsock_h_sock_flag(const struct sock *sk, int flag);
 void rvsock_h_sock_set_flag(struct sock *sk, int flag, bool on);
 void rvsock_h_sock_orphan(struct sock *sk);
+void rvsock_h_sk_purge_queues(struct sock *sk);
 void rvsock_h_sock_graft(struct sock *sk, struct socket *parent);
 void rvsock_h_sk_acceptq_added(struct sock *sk);
 void rvsock_h_sk_acceptq_removed(struct sock *sk);

@@ -645,6 +645,7 @@ unsafe extern "C" fn destruct_trampoline<P: SockProto>(sk: *mut sys::sock) {
     unsafe {
         core::ptr::drop_in_place(core::ptr::addr_of_mut!((*this).data));
         core::ptr::drop_in_place(core::ptr::addr_of_mut!((*this).locked));
+        sys::rvsock_h_sk_purge_queues(sk);
     }
 }
 

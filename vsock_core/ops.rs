@@ -158,6 +158,8 @@ fn assign_transport(core: &Core, g: &mut Guard<'_>) -> Result<Arc<Transport>> {
         unhash_connected(core, g);
     }
     let st = g.state();
+    // A transport caps the buffer at what the protocol can advertise.
+    st.bufs.size = st.bufs.size.min(opts::MAX_BUF_ALLOC);
     st.conn = crate::proto::conn::Conn::new(st.conn.sock_type, st.bufs.buf_alloc());
     st.transport = Some(new.clone());
     g.sock()
@@ -273,6 +275,7 @@ pub(crate) fn reset_transport_sockets(core: &Core, t: &Arc<Transport>) -> usize 
                 .is_some_and(|x| Arc::ptr_eq(x, t));
             if mine {
                 cancel_pkt(&mut g);
+                g.state().transport_gone = true;
                 let fx = g.state().conn.transport_reset();
                 let mut out = Outbox::new();
                 apply(core, &mut g, fx, None, &mut out, Gfp::Kernel);
@@ -360,6 +363,10 @@ impl SocketOps for Vsock {
                     return Err(EINVAL);
                 }
                 g.state().remote = remote;
+                // `getpeername` returns the address as given, reserved bytes included.
+                let mut raw = [0u8; SOCKADDR_VM_LEN];
+                raw.copy_from_slice(addr.get(..SOCKADDR_VM_LEN).ok_or(EINVAL)?);
+                g.state().remote_raw = Some(raw);
                 let t = assign_transport(core, &mut g)?;
                 if t.desc.msgzerocopy {
                     sock.set_flag(sys::SOCK_SUPPORT_ZC);
@@ -448,15 +455,17 @@ impl SocketOps for Vsock {
     fn getname(sock: &Socket, out: &mut [u8], peer: bool) -> Result<usize> {
         let (_, sk) = sock_sk(sock)?;
         let mut g = sk.lock();
-        let addr = if peer {
+        let bytes = if peer {
             if sock.state() != SocketState::Connected {
                 return Err(err(Errno::ENOTCONN));
             }
-            g.state().remote
+            match g.state().remote_raw {
+                Some(raw) => raw,
+                None => g.state().remote.to_bytes(),
+            }
         } else {
-            g.state().local
+            g.state().local.to_bytes()
         };
-        let bytes = addr.to_bytes();
         let dst = out.get_mut(..SOCKADDR_VM_LEN).ok_or(EINVAL)?;
         dst.copy_from_slice(&bytes);
         Ok(SOCKADDR_VM_LEN)
@@ -649,7 +658,7 @@ impl SocketOps for Vsock {
         let st = g.state();
         if st.transport.is_none() || st.conn.state != SkState::Established {
             // After a transport reset the error comes first, then end of file.
-            if st.conn.done && sk.err() != 0 {
+            if st.conn.done && st.transport_gone && sk.err() != 0 {
                 sk.take_err()?;
             }
             return if st.conn.done {

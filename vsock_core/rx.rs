@@ -144,6 +144,13 @@ fn process(
         pkt_overhead: crate::kx::sys::SKB_TRUESIZE_0,
     };
     let fx = st.conn.recv(hdr, plan);
+    if fx.error == Some(crate::proto::errno::Errno::EPROTO) {
+        kernel::pr_debug!(
+            "unexpected {:?} while connecting (local {:?})\n",
+            hdr,
+            st.local
+        );
+    }
     apply(core, g, fx, Some((t, hdr, skb)), out, gfp);
 }
 
@@ -348,6 +355,7 @@ fn listen_rcv(
     cst.local = local;
     cst.remote = remote;
     cst.bufs = st.bufs;
+    cst.bufs.size = cst.bufs.size.min(crate::proto::opts::MAX_BUF_ALLOC);
     cst.connect_timeout = st.connect_timeout;
     cst.conn = Conn::child(sock_type, cst.bufs.buf_alloc(), hdr);
     cst.transport = Some(t.clone());
@@ -363,18 +371,20 @@ fn listen_rcv(
         .store(t.id, ::core::sync::atomic::Ordering::Release);
     child.data().set_backlog_limit(buf_alloc);
 
+    // The child's spinlock is held from here: allocations are atomic.
     let mut cg = child.lock_fresh_nested();
-    let Ok((_, response)) = crate::tx::ctrl_pkt(cg.state(), Op::Response, 0, gfp) else {
+    let Ok((_, response)) = crate::tx::ctrl_pkt(cg.state(), Op::Response, 0, Gfp::Atomic) else {
         drop(cg);
         out.rst_nosock(t, hdr, gfp);
         return;
     };
     crate::ops::mirror(&mut cg);
-    if !crate::ops::hash_connected(core, &mut cg, gfp) {
+    if !crate::ops::hash_connected(core, &mut cg, Gfp::Atomic) {
         drop(cg);
         out.rst_nosock(t, hdr, gfp);
         return;
     }
+    cg.state().pending_response = Some(response);
     drop(cg);
     if g.state().accept_q.push(child.clone()).is_err() {
         let mut cg = child.lock_fresh_nested();
@@ -384,7 +394,12 @@ fn listen_rcv(
         return;
     }
     listener.acceptq_added();
-    out.push(t, response);
+    if let Err(child) = out.set_child(child) {
+        let mut cg = child.lock_fresh_nested();
+        if let Some(r) = cg.state().pending_response.take() {
+            out.push(t, r);
+        }
+    }
     listener.data_ready();
 }
 

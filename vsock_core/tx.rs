@@ -15,21 +15,38 @@ use crate::proto::conn::{Reply, SockType};
 use crate::proto::errno::Errno;
 use crate::proto::hdr::{Hdr, Op, MAX_PKT_PAYLOAD, SEQ_EOM, SEQ_EOR};
 use crate::registry::Transport;
-use crate::vsk::{State, Vsk};
+use crate::vsk::{State, Vsk, VskRef};
 use crate::Core;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
 /// Packets to send once the receive path dropped its locks.
+///
+/// A new child's RESPONSE is special: the child is acceptable as soon as its listener's lock
+/// is dropped, and its first data must not overtake the RESPONSE at the connecting peer.  So
+/// the RESPONSE waits in the child's state; the flush sends it under the child's lock, and any
+/// send by the child's owner sends it first ([`send_pending_response`]).
 pub(crate) struct Outbox {
     pkts: crate::kx::skb::SkbList,
+    child: Option<VskRef>,
 }
 
 impl Outbox {
     pub(crate) fn new() -> Self {
         Outbox {
             pkts: crate::kx::skb::SkbList::new(),
+            child: None,
         }
+    }
+
+    /// Records a child whose RESPONSE waits in its state.  Returns the child back if one is
+    /// recorded already (one packet makes at most one child).
+    pub(crate) fn set_child(&mut self, child: VskRef) -> core::result::Result<(), VskRef> {
+        if self.child.is_some() {
+            return Err(child);
+        }
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Queues `skb` for transport `t`.
@@ -50,8 +67,12 @@ impl Outbox {
         }
     }
 
-    /// Sends everything queued.  No lock may be held.
+    /// Sends everything queued.  No spinlock may be held (a listener may be owned).
     pub(crate) fn flush(&mut self, core: &Core) {
+        if let Some(child) = self.child.take() {
+            let mut g = child.lock_nested();
+            send_pending_response(g.state());
+        }
         while let Some(skb) = self.pkts.pop_front() {
             if let Some(t) = core.registry.by_id(skb.cb().transport) {
                 // A failed reply is a lost packet, as on a lossy device; the peer's timers
@@ -96,8 +117,18 @@ pub(crate) fn ctrl_pkt(
     Ok((t, skb))
 }
 
+/// Sends a child's RESPONSE if it has not gone out yet; the socket lock must be owned.
+pub(crate) fn send_pending_response(st: &mut State) {
+    if let Some(skb) = st.pending_response.take() {
+        if let Some(t) = st.transport.clone() {
+            let _ = t.ops.send_pkt(skb);
+        }
+    }
+}
+
 /// Sends a control packet from the socket now (owner context).
 pub(crate) fn send_ctrl(st: &mut State, op: Op, flags: u32) -> Result {
+    send_pending_response(st);
     let (t, skb) = ctrl_pkt(st, op, flags, Gfp::Kernel)?;
     t.ops.send_pkt(skb)
 }
@@ -138,6 +169,7 @@ pub(crate) fn send_data(
     msg: &mut Msg<'_>,
     len: usize,
 ) -> Result<usize> {
+    send_pending_response(st);
     let want = len.min(u32::MAX as usize) as u32;
     let granted = st.conn.reserve(want);
     if granted == 0 {

@@ -4,7 +4,7 @@
 
 use crate::kx::skb::{SkBuff, SkbList};
 use crate::kx::sock::{ProtoSock, SockGuard, SockProto};
-use crate::proto::addr::VsockAddr;
+use crate::proto::addr::{VsockAddr, SOCKADDR_VM_LEN};
 use crate::proto::conn::{Conn, SkState, SockType};
 use crate::proto::opts::BufferSizes;
 use crate::registry::Transport;
@@ -111,6 +111,12 @@ pub(crate) struct State {
     pub(crate) connected: Option<ConnKey>,
     /// Released by its owner (`SOCK_DEAD`).
     pub(crate) dead: bool,
+    /// A child's RESPONSE, sent before anything else the child sends (see `tx::Outbox`).
+    pub(crate) pending_response: Option<SkBuff>,
+    /// The remote address exactly as `connect` was given it (`getpeername` returns it).
+    pub(crate) remote_raw: Option<[u8; SOCKADDR_VM_LEN]>,
+    /// The connection was reset because its transport went away: reads report it.
+    pub(crate) transport_gone: bool,
 }
 
 impl State {
@@ -129,6 +135,9 @@ impl State {
             bound: None,
             connected: None,
             dead: false,
+            pending_response: None,
+            remote_raw: None,
+            transport_gone: false,
         }
     }
 

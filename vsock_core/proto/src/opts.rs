@@ -79,19 +79,19 @@ impl BufferSizes {
     }
 }
 
-/// Converts a connect timeout given as seconds and microseconds to ticks of `hz` per second
-/// (`vsock_connectible_setsockopt` with `sock_copy_user_timeval`): negative seconds,
-/// out-of-range microseconds or a value near `MAX_SCHEDULE_TIMEOUT` give `ERANGE`; microseconds
-/// round up; zero means the default timeout (`None`).
+/// Converts a connect timeout given as seconds and microseconds to ticks of `hz` per second,
+/// exactly as `vsock_connectible_setsockopt` does: negative seconds, microseconds of a second or
+/// more, or seconds near `MAX_SCHEDULE_TIMEOUT` give `ERANGE`; microseconds round up, computed
+/// in unsigned arithmetic as in C (so a negative value wraps, as upstream); zero means the
+/// default timeout (`None`).
 pub fn connect_timeout_ticks(sec: i64, usec: i64, hz: u64) -> Result<Option<u64>, Errno> {
     const MAX_SCHEDULE_TIMEOUT: u64 = i64::MAX as u64;
-    if sec < 0 || !(0..1_000_000).contains(&usec) {
+    if sec < 0 || usec >= 1_000_000 || sec as u64 >= MAX_SCHEDULE_TIMEOUT / hz - 1 {
         return Err(Errno::ERANGE);
     }
-    if sec as u64 >= MAX_SCHEDULE_TIMEOUT / hz - 1 {
-        return Err(Errno::ERANGE);
-    }
-    let ticks = sec as u64 * hz + (usec as u64 * hz).div_ceil(1_000_000);
+    let per_tick = 1_000_000 / hz;
+    let usec_ticks = (usec as u64).wrapping_add(per_tick - 1) / per_tick;
+    let ticks = (sec as u64 * hz).wrapping_add(usec_ticks);
     Ok(if ticks == 0 { None } else { Some(ticks) })
 }
 
