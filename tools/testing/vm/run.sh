@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# Boots the cached test kernel under virtme-ng and runs one shell command in the guest.
+#
+# Usage: tools/testing/vm/run.sh [options] [--] COMMAND...
+#
+#   --timeout SECONDS  host-side wall-clock limit for the whole VM run (default: $RVSOCK_VM_TIMEOUT
+#                      or 900); on expiry the whole process group (vng, QEMU) is killed
+#   --log FILE         where the guest console log goes (default: target/vm/console.log)
+#   --rwdir DIR        a host directory the guest may write (created; repeatable)
+#   --kdir DIR         kernel build directory (default: the cached test kernel's build/)
+#   --append ARG       extra kernel command-line argument (repeatable)
+#   --memory SIZE      guest memory (default: $RVSOCK_VM_MEMORY or 2G); --cpus N (default 2)
+#   --show             also copy the console log to stdout while the VM runs
+#
+# COMMAND runs as root in the guest through `sh -c`, with the repository root as its working
+# directory and the host's file system read-only.  The exit status is COMMAND's; 124 means the
+# host-side timeout fired, 255 that the guest died (panic, script channel lost).  On a timeout,
+# 255 or a kernel crash in the log, the log's tail and its path are printed on stderr.
+#
+# KVM is used when a quick probe shows that it really runs a guest (RVSOCK_KVM=0 or 1 forces the
+# choice); otherwise the guest runs under TCG.
+#
+# virtme-ng builds the VM (QEMU command line, 9p exports of / and the --rwdir directories, the
+# build tree's modules, the script I/O ports); the guest's PID 1 is tools/testing/vm/init.sh
+# instead of virtme-ng-init, which spends ~80 s of a TCG boot of the debug kernel in udev and
+# systemd-tmpfiles.  RVSOCK_VM_INIT=virtme runs plain vng with its own init instead.
+set -euo pipefail
+# shellcheck source=tools/testing/lib.sh
+. "$(dirname "$0")/../lib.sh"
+
+usage() {
+	sed -n '3,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+timeout_s=${RVSOCK_VM_TIMEOUT:-900}
+logf=$RVSOCK_TOP/target/vm/console.log
+kdir=
+show=0
+memory=${RVSOCK_VM_MEMORY:-2G}
+cpus=2
+rwdirs=()
+appends=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--timeout) timeout_s=$2; shift 2 ;;
+	--log) logf=$2; shift 2 ;;
+	--rwdir) rwdirs+=("$2"); shift 2 ;;
+	--kdir) kdir=$2; shift 2 ;;
+	--append) appends+=("$2"); shift 2 ;;
+	--memory) memory=$2; shift 2 ;;
+	--cpus) cpus=$2; shift 2 ;;
+	--show) show=1; shift ;;
+	-h | --help) usage ;;
+	--) shift; break ;;
+	-*) usage ;;
+	*) break ;;
+	esac
+done
+[ $# -gt 0 ] || usage
+guest_cmd="$*"
+
+if [ -z "$kdir" ]; then
+	kdir=$(kernel_dir)/build
+	[ -e "$(kernel_dir)/.complete" ] || die "no test kernel in $(kernel_dir): run make setup"
+fi
+[ -f "$kdir/arch/x86/boot/bzImage" ] || die "$kdir/arch/x86/boot/bzImage missing"
+
+# Does KVM really run a guest?  /dev/kvm may exist and still fail on the first vCPU run.  The probe
+# boots a 512-byte boot sector that writes to QEMU's isa-debug-exit port: QEMU then exits with
+# (0x2a << 1) | 1 = 85.  The firmware runs first, so this exercises the real KVM path (with
+# `-cpu host`, as virtme-ng uses it).  Takes well under a second either way.
+kvm_works() {
+	[ -r /dev/kvm ] && [ -w /dev/kvm ] || return 1
+	local img rc
+	img=$(mktemp /tmp/rvsock-kvm-probe.XXXXXX)
+	printf '\xba\xf4\x00\xb0\x2a\xee\xf4\xeb\xfd' >"$img" # mov dx,0xf4; mov al,0x2a; out dx,al; hlt
+	truncate -s 510 "$img"
+	printf '\x55\xaa' >>"$img"
+	# The subshell's stderr takes bash's "Aborted" report when QEMU crashes on a broken KVM.
+	rc=$(
+		exec 2>/dev/null
+		timeout 20 qemu-system-x86_64 -accel kvm -cpu host -nodefaults -display none \
+			-no-reboot -m 16 -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+			-drive "file=$img,format=raw,if=ide" >/dev/null
+		echo $?
+	)
+	rm -f "$img"
+	[ "$rc" = 85 ]
+}
+
+case "${RVSOCK_KVM:-auto}" in
+1) use_kvm=1 ;;
+0) use_kvm=0 ;;
+*) if kvm_works; then use_kvm=1; else use_kvm=0; fi ;;
+esac
+
+# --force-9p: the only virtiofsd on these machines is QEMU's C daemon, which virtme-ng does not
+# drive; 9p also keeps the PC machine type (no microvm), whose virtio-pci devices the kernel has.
+vng_args=(--run "$kdir" --force-9p --disable-microvm --cpus "$cpus" --memory "$memory" --verbose)
+[ "$use_kvm" = 1 ] || vng_args+=(--disable-kvm)
+for d in "${rwdirs[@]}"; do
+	mkdir -p "$d"
+	vng_args+=("--rwdir=$(cd "$d" && pwd)")
+done
+# The test kernel's KUnit is built with KUNIT_DEFAULT_ENABLED=n (allnoconfig): turn it on so that
+# the suites of a test module run when it is loaded.
+appends=(kunit.enable=1 "${appends[@]}")
+for a in "${appends[@]}"; do
+	vng_args+=("--append=$a")
+done
+
+mkdir -p "$(dirname "$logf")"
+logf=$(cd "$(dirname "$logf")" && pwd)/$(basename "$logf")
+{
+	echo "# $(date -Is) kvm=$use_kvm timeout=${timeout_s}s kdir=$kdir"
+	echo "# guest command: $guest_cmd"
+} >"$logf"
+
+# Crash signatures in the console log that mean the guest kernel went down.
+CRASH_RE='Kernel panic - not syncing'
+
+# qemu_argv: the QEMU command line virtme-ng would run, with our init (vm/init.sh) in place of
+# virtme-ng-init and the exit-status port going to $retf.  One NUL-terminated argument per line.
+qemu_argv() {
+	vng "${vng_args[@]}" --dry-run --exec "$guest_cmd" </dev/null | python3 -c '
+import shlex, sys
+init, retf = sys.argv[1:3]
+lines = [l for l in sys.stdin.read().splitlines() if "qemu-system" in l]
+if not lines:
+    sys.exit("vng --dry-run printed no QEMU command")
+argv = shlex.split(lines[-1])
+i = argv.index("-append")
+kargs = shlex.split(argv[i + 1])
+inits = [n for n, a in enumerate(kargs) if a.startswith("init=")]
+if not inits or not kargs[inits[-1]].endswith("virtme-ng-init"):
+    sys.exit("unexpected init in the kernel command line: %r" % kargs)
+kargs[inits[-1]] = "init=" + init
+# The root (the host file system, read-only) does not change under the guest: let 9p cache it.
+kargs = [a + ",cache=loose" if a.startswith("rootflags=") else a for a in kargs]
+argv[i + 1] = " ".join(kargs)
+argv = [("file,id=ret,path=" + retf) if a.startswith("file,id=ret,") else a for a in argv]
+sys.stdout.write("".join(a + "\0" for a in argv))
+' "$RVSOCK_TOP/tools/testing/vm/init.sh" "$retf"
+}
+
+cd "$RVSOCK_TOP"
+start=$SECONDS
+rc=0
+# RVSOCK_VM_INIT=virtme boots with virtme-ng's own init (udev and all: about 80 s slower here).
+if [ "${RVSOCK_VM_INIT:-rvsock}" = virtme ]; then
+	cmd=(vng "${vng_args[@]}" --exec "$guest_cmd")
+else
+	retf=$(mktemp /tmp/rvsock-vm-ret.XXXXXX)
+	trap 'rm -f "$retf"' EXIT
+	mapfile -d '' cmd < <(qemu_argv)
+	[ ${#cmd[@]} -gt 0 ] || die "could not get the QEMU command line from vng --dry-run"
+fi
+echo "# ${cmd[*]}" >>"$logf"
+# timeout(1) puts itself and the VM in a new process group and signals the whole group;
+# --kill-after follows up with SIGKILL.  A SIGTERM, SIGINT or SIGHUP to this script is passed on
+# to it (it forwards them to the VM).  Output goes through a pipe: QEMU's file chardevs on
+# /proc/self/fd/N would truncate and overwrite a regular file.  stdin: /dev/null, never a
+# terminal we share (QEMU sets O_NONBLOCK on it).
+if [ "$show" = 1 ]; then
+	exec 3> >(tee -a "$logf")
+else
+	exec 3> >(cat >>"$logf")
+fi
+log_pid=$!
+timeout --kill-after=15 "$timeout_s" "${cmd[@]}" </dev/null >&3 2>&3 &
+vm_pid=$!
+exec 3>&-
+trap 'kill -TERM "$vm_pid" 2>/dev/null' TERM INT HUP
+# wait returns early when a trapped signal arrives: wait again until the VM is gone.
+while :; do
+	rc=0
+	wait "$vm_pid" || rc=$?
+	kill -0 "$vm_pid" 2>/dev/null || break
+done
+trap - TERM INT HUP
+wait "$log_pid" 2>/dev/null || true
+# With our init, the script's exit status is in $retf; no status means the guest died.
+if [ -n "${retf:-}" ] && [ "$rc" != 124 ] && [ "$rc" != 137 ]; then
+	status=$(cat "$retf")
+	if [[ $status =~ ^[0-9]+$ ]]; then rc=$status; else rc=255; fi
+fi
+elapsed=$((SECONDS - start))
+echo "# VM exit status $rc after ${elapsed} s" >>"$logf"
+
+problem=
+case "$rc" in
+124 | 137) problem="timed out after ${timeout_s} s (killed)" ;;
+255) problem="guest died or the script channel failed (exit 255)" ;;
+esac
+[ -z "$problem" ] && grep -Eq "$CRASH_RE" "$logf" && problem="guest kernel crashed (exit $rc)"
+if [ -n "$problem" ]; then
+	{
+		echo "---- guest console, last 60 lines ----"
+		tail -n 60 "$logf"
+		echo "---- end of guest console ----"
+		echo "VM run $problem; full guest console log: $logf"
+	} >&2
+	[ "$rc" = 0 ] && rc=255
+fi
+exit "$rc"
