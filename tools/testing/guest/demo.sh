@@ -65,6 +65,25 @@ else
 		say "ncat exit status: server $src ($(tail -n 1 "$work/server.err")), client $crc ($(tail -n 1 "$work/client.err"))"
 		demo_failed=1
 	fi
+	# The same exchange with rvsock's own Rust samples, stream and seqpacket.
+	b=target/release
+	if [ -x $b/vsock-echo-server ]; then
+		for mode in "" --seqpacket; do
+			say "server: $b/vsock-echo-server --once ${mode:-(stream)}"
+			$b/vsock-echo-server --once --port 1250 $mode >"$work/echo.out" 2>&1 &
+			server=$!
+			snooze 0.5
+			crc=0
+			bounded 30 $b/vsock-echo-client --port 1250 $mode "hello over vsock, from Rust" \
+				>"$work/echo.client" 2>&1 || crc=$?
+			wait_or_kill "$server" 30 || true
+			sed -e 's/^/demo|   server: /' "$work/echo.out"
+			sed -e 's/^/demo|   client: /' "$work/echo.client"
+			[ "$crc" = 0 ] || demo_failed=1
+		done
+	else
+		say "(the Rust samples are not built: $b/vsock-echo-server missing)"
+	fi
 fi
 
 rmmod_retry rvsock_loopback 12 >/dev/null || say "rmmod rvsock_loopback failed"
