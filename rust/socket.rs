@@ -13,7 +13,7 @@ use crate::kx::msg::{Msg, OptVal};
 use crate::kx::sys;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, Ordering};
-use kernel::error::{code::*, from_result, to_result, Error, Result};
+use kernel::error::{code::*, from_result, to_result, Result};
 use kernel::prelude::*;
 use kernel::types::Opaque;
 use kernel::uaccess::UserSlice;
@@ -567,11 +567,6 @@ unsafe extern "C" fn create<F: Family>(
         protocol,
         kern != 0,
     ))
-}
-
-/// Turns a negative errno from C into an [`Error`].
-pub(crate) fn errno(e: i32) -> Error {
-    Error::from_errno(e)
 }
 
 /// Passes a `SOL_SOCKET` option to the generic socket code (`sock_setsockopt`).

@@ -250,10 +250,7 @@ fn cancel_pkt(g: &mut Guard<'_>) {
 pub(crate) fn reset_transport_sockets(core: &Core, t: &Arc<Transport>) -> usize {
     let mut total = 0;
     loop {
-        let want = {
-            let mut none = KVec::new();
-            core.tables.lock().collect_transport(t.id, &mut none, 0)
-        };
+        let want = core.tables.lock().count_transport(t.id);
         if want == 0 {
             return total;
         }
@@ -549,17 +546,16 @@ impl SocketOps for Vsock {
     }
 
     fn setsockopt(sock: &Socket, level: i32, optname: i32, val: OptVal) -> Result {
-        let (core, sk) = sock_sk(sock)?;
+        let (_, sk) = sock_sk(sock)?;
         if level == sys::SOL_SOCKET as i32 {
             if optname != sys::SO_ZEROCOPY as i32 {
                 return kx::socket::sock_setsockopt(sock, level, optname, &val);
             }
             let v: i32 = val.read()?;
-            let g = sk.lock();
+            let mut g = sk.lock();
             if !(0..=1).contains(&v) {
                 return Err(EINVAL);
             }
-            let mut g = g;
             if g.state()
                 .transport
                 .as_ref()
@@ -596,10 +592,7 @@ impl SocketOps for Vsock {
                     ticks.unwrap_or(crate::vsk::DEFAULT_CONNECT_TIMEOUT_SECS * kx::HZ);
                 Ok(())
             }
-            _ => {
-                let _ = core;
-                Err(err(Errno::ENOPROTOOPT))
-            }
+            _ => Err(err(Errno::ENOPROTOOPT)),
         }
     }
 

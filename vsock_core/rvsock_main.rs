@@ -106,6 +106,7 @@ impl kernel::Module for Rvsock {
 
 impl Drop for Rvsock {
     fn drop(&mut self) {
+        let was_up = self.dev.is_some();
         // Unregister the entry points first; then nothing can reach the core.
         drop(self.dev.take());
         drop(self.family.take());
@@ -113,6 +114,8 @@ impl Drop for Rvsock {
         // `sock_unregister` and `misc_deregister` wait), no socket exists (each pins this module)
         // and no transport is registered (transports use this module's symbols).
         drop(unsafe { CORE.withdraw() });
-        pr_info!("unloaded\n");
+        if was_up {
+            pr_info!("unloaded\n");
+        }
     }
 }

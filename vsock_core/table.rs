@@ -117,6 +117,18 @@ impl Tables {
         self.connected.remove(key)
     }
 
+    /// How many sockets (bound or connected) use transport `id`.
+    pub(crate) fn count_transport(&self, id: u64) -> usize {
+        Iterator::chain(self.bound.values(), self.connected.values())
+            .filter(|sk| {
+                sk.data()
+                    .transport_id
+                    .load(core::sync::atomic::Ordering::Acquire)
+                    == id
+            })
+            .count()
+    }
+
     /// References to up to `max` sockets (bound or connected) whose transport is `id`, into
     /// `out`; returns how many matched in all.
     pub(crate) fn collect_transport(&self, id: u64, out: &mut KVec<VskRef>, max: usize) -> usize {
