@@ -12,32 +12,8 @@ use crate::proto::errno::Errno;
 use crate::proto::hdr::{Hdr, Op, SEQ_EOM, SEQ_EOR, SHUTDOWN_RCV, SHUTDOWN_SEND};
 use crate::proto::poll::{self, PollInput};
 use crate::proto::ports::{bound_matches, is_reserved, Ephemeral, MAX_PORT_RETRIES};
+use crate::proto::route::scenarios::{L0_HOST, L1_NESTED, L2_GUEST, LOOPBACK_ONLY};
 use crate::proto::route::{child_remote, slots_of, Loaded, Slot, F_G2H, F_H2G, F_LOCAL};
-
-const LOOPBACK_ONLY: Loaded = Loaded {
-    h2g: false,
-    g2h: None,
-    dgram: false,
-    local: true,
-};
-const L0_HOST: Loaded = Loaded {
-    h2g: true,
-    g2h: None,
-    dgram: false,
-    local: true,
-};
-const L2_GUEST: Loaded = Loaded {
-    h2g: false,
-    g2h: Some(4),
-    dgram: false,
-    local: true,
-};
-const L1_NESTED: Loaded = Loaded {
-    h2g: true,
-    g2h: Some(3),
-    dgram: false,
-    local: true,
-};
 
 fn to(cid: u32) -> VsockAddr {
     VsockAddr::new(cid, 1234)

@@ -168,35 +168,45 @@ pub fn child_remote(local: &VsockAddr, remote: VsockAddr) -> VsockAddr {
     remote
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
+/// The seed's scenarios, shared by the host tests and the KUnit suites.
+pub mod scenarios {
+    use super::Loaded;
 
-    const LOOPBACK_ONLY: Loaded = Loaded {
+    /// A bare host or test VM: only the loopback transport.
+    pub const LOOPBACK_ONLY: Loaded = Loaded {
         h2g: false,
         g2h: None,
         dgram: false,
         local: true,
     };
-    const L0_HOST: Loaded = Loaded {
+    /// A host (L0) running guests: vhost (H2G) and loopback.
+    pub const L0_HOST: Loaded = Loaded {
         h2g: true,
         g2h: None,
         dgram: false,
         local: true,
     };
-    const L2_GUEST: Loaded = Loaded {
+    /// A guest (L2) with CID 4: virtio (G2H) and loopback.
+    pub const L2_GUEST: Loaded = Loaded {
         h2g: false,
         g2h: Some(4),
         dgram: false,
         local: true,
     };
-    const L1_NESTED: Loaded = Loaded {
+    /// A nested guest (L1) with CID 3 running its own guests: virtio, vhost and loopback.
+    pub const L1_NESTED: Loaded = Loaded {
         h2g: true,
         g2h: Some(3),
         dgram: false,
         local: true,
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scenarios::*;
+    use super::*;
+    use proptest::prelude::*;
 
     fn to(cid: u32) -> VsockAddr {
         VsockAddr::new(cid, 1234)
