@@ -11,6 +11,8 @@
 #   --kdir DIR         kernel build directory (default: the cached test kernel's build/)
 #   --append ARG       extra kernel command-line argument (repeatable)
 #   --memory SIZE      guest memory (default: $RVSOCK_VM_MEMORY or 2G); --cpus N (default 2)
+#   --qemu-opts OPTS   extra QEMU options, split on blanks (repeatable), e.g. the benchmarks'
+#                      "-icount shift=0,sleep=off" (TCG only: with it, KVM is not used)
 #   --show             also copy the console log to stdout while the VM runs
 #
 # COMMAND runs as root in the guest through `sh -c`, with the repository root as its working
@@ -42,6 +44,7 @@ memory=${RVSOCK_VM_MEMORY:-2G}
 cpus=2
 rwdirs=()
 appends=()
+qemu_opts=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--timeout) timeout_s=$2; shift 2 ;;
@@ -51,6 +54,7 @@ while [ $# -gt 0 ]; do
 	--append) appends+=("$2"); shift 2 ;;
 	--memory) memory=$2; shift 2 ;;
 	--cpus) cpus=$2; shift 2 ;;
+	--qemu-opts) qemu_opts+=("$2"); shift 2 ;;
 	--show) show=1; shift ;;
 	-h | --help) usage ;;
 	--) shift; break ;;
@@ -90,10 +94,14 @@ kvm_works() {
 	[ "$rc" = 85 ]
 }
 
+# -icount (in --qemu-opts) needs TCG.
+icount=0
+[[ " ${qemu_opts[*]} " == *" -icount "* ]] && icount=1
 case "${RVSOCK_KVM:-auto}" in
-1) use_kvm=1 ;;
+1) [ $icount = 0 ] || die "--qemu-opts -icount needs TCG, but RVSOCK_KVM=1"
+   use_kvm=1 ;;
 0) use_kvm=0 ;;
-*) if kvm_works; then use_kvm=1; else use_kvm=0; fi ;;
+*) if [ $icount = 0 ] && kvm_works; then use_kvm=1; else use_kvm=0; fi ;;
 esac
 
 # --force-9p: the only virtiofsd on these machines is QEMU's C daemon, which virtme-ng does not
@@ -110,11 +118,13 @@ appends=(kunit.enable=1 "${appends[@]}")
 for a in "${appends[@]}"; do
 	vng_args+=("--append=$a")
 done
+[ ${#qemu_opts[@]} -eq 0 ] || vng_args+=("--qemu-opts=${qemu_opts[*]}")
 
 mkdir -p "$(dirname "$logf")"
 logf=$(cd "$(dirname "$logf")" && pwd)/$(basename "$logf")
 {
-	echo "# $(date -Is) kvm=$use_kvm timeout=${timeout_s}s kdir=$kdir"
+	echo "# $(date -Is) kvm=$use_kvm timeout=${timeout_s}s kdir=$kdir cpus=$cpus memory=$memory" \
+		"qemu-opts=${qemu_opts[*]:-none}"
 	echo "# guest command: $guest_cmd"
 } >"$logf"
 
