@@ -1,0 +1,726 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""`make bench`: rvsock against the upstream C vsock stack, loopback (CID 1), in one VM boot.
+
+Builds what is missing (the benchmark kernel without debug options, the samples, our modules
+against that kernel in a copy of the tree under target/bench/src), boots the benchmark kernel
+once and runs tools/testing/bench/guest.py in it: several rounds, in each the C stack and then
+rvsock (C, rvsock, C, rvsock, ...), each loaded alone, then TCP 127.0.0.1 and AF_UNIX as
+references.  Results go to target/bench/<UTC timestamp>/ (target/bench/latest points at the
+newest): results.json (every raw figure, per round and stack, plus the summary), table.txt
+(also printed), chart.png, the console log and the tools' output (guest-logs/).
+
+Method: by default QEMU runs with `-icount shift=0,sleep=off` under TCG (--mode icount): guest
+time then counts executed instructions (1 ns each), so the figures mean "per instruction" and
+do not move with host load; compare stacks by their ratio within one boot.  --mode wallclock
+drops icount (and uses KVM where it works).
+
+Every step is bounded: the builds, each benchmark in the guest (guest seconds) and the VM as a
+whole (--vm-timeout, host seconds); a hang ends with the console log's path.
+"""
+
+import argparse
+import datetime
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+BENCH = os.path.join(TOP, "tools", "testing", "bench")
+TESTING = os.path.join(TOP, "tools", "testing")
+OUTROOT = os.path.join(TOP, "target", "bench")
+FRAGMENT = os.path.join(TESTING, "kernel", "bench.config")
+CACHE = os.environ.get("RVSOCK_CACHE", "/var/cache/rvsock")
+MATPLOTLIB = "matplotlib==3.10.8"
+ICOUNT_OPTS = "-icount shift=0,sleep=off"
+
+T_KERNEL = 90 * 60
+T_CARGO = 20 * 60
+T_MODULES = 20 * 60
+T_PIP = 10 * 60
+
+START = time.monotonic()
+
+
+def progress(msg):
+    t = int(time.monotonic() - START)
+    print("[%02d:%02d] %s" % (t // 60, t % 60, msg), flush=True)
+
+
+def die(msg):
+    progress("error: " + msg)
+    sys.exit(1)
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+def parse_size(s):
+    m = re.fullmatch(r"(\d+)([KMGT]?)(i?B)?", s.strip(), re.I)
+    if not m:
+        raise argparse.ArgumentTypeError("not a size: %r (use e.g. 64K, 1G)" % s)
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2).upper()]
+
+
+def human_size(n):
+    for unit, suffix in ((1 << 30, " GiB"), (1 << 20, " MiB"), (1 << 10, " KiB")):
+        if n >= unit and n % unit == 0:
+            return "%d%s" % (n // unit, suffix)
+    return "%d B" % n
+
+
+def run_logged(name, argv, logfile, timeout, env=None, cwd=TOP, hint=None):
+    """Runs argv with its output in logfile, in its own process group, bounded; dies on failure."""
+    os.makedirs(os.path.dirname(logfile), exist_ok=True)
+    progress("%s (log: %s)" % (name, os.path.relpath(logfile, TOP)))
+    t0 = time.monotonic()
+    with open(logfile, "w") as log:
+        log.write("$ %s\n" % " ".join(argv))
+        log.flush()
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        rc = wait_bounded(proc, timeout, name)
+    secs = time.monotonic() - t0
+    if rc != 0:
+        sys.stdout.write(tail(logfile, 30))
+        why = "timed out after %d s" % timeout if rc is None else "failed (exit %d)" % rc
+        if hint:
+            progress(hint)
+        die("%s %s; full log: %s" % (name, why, logfile))
+    progress("%s: done in %d s" % (name, secs))
+    return secs
+
+
+def wait_bounded(proc, timeout, name):
+    t0 = time.monotonic()
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() - t0 > timeout:
+                    kill_group(proc)
+                    return None
+                progress("  ... %s: %d s" % (name, time.monotonic() - t0))
+    except KeyboardInterrupt:
+        kill_group(proc)
+        raise
+
+
+def kill_group(proc):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def tail(path, n):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def lib_sh(expr, fragment=FRAGMENT):
+    env = dict(os.environ, KERNEL_FRAGMENT=fragment)
+    out = subprocess.run(["bash", "-c", ". tools/testing/lib.sh && " + expr], cwd=TOP, env=env,
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def git(*args):
+    r = subprocess.run(["git"] + list(args), cwd=TOP, capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+# ---- builds --------------------------------------------------------------------------------
+
+def ensure_kernel(logdir):
+    kdir = lib_sh("kernel_dir")
+    if not os.path.exists(os.path.join(kdir, ".complete")):
+        env = dict(os.environ, KERNEL_FRAGMENT=FRAGMENT)
+        run_logged("build the benchmark kernel (bench.config; about 10 minutes on 2 cores)",
+                   [os.path.join(TESTING, "kernel", "build.sh")],
+                   os.path.join(logdir, "kernel-build.log"), T_KERNEL, env=env)
+    for f in ("build/arch/x86/boot/bzImage", "vsock/vsock_perf"):
+        if not os.path.exists(os.path.join(kdir, f)):
+            die("%s missing from the benchmark kernel %s" % (f, kdir))
+    return kdir
+
+
+def build_samples(logdir):
+    run_logged("build the samples (cargo build --release -p rvsock-samples)",
+               ["cargo", "build", "--release", "-p", "rvsock-samples"],
+               os.path.join(logdir, "cargo.log"), T_CARGO)
+    rel = os.path.join(TOP, "target", "release")
+    for t in ("vsock-pingpong", "vsock-stream-bench", "vsock-connrate", "vsock-pairs"):
+        if not os.access(os.path.join(rel, t), os.X_OK):
+            die("%s was not built" % t)
+    return rel
+
+
+def build_modules(kdir, logdir):
+    """Builds rvsock.ko and rvsock_loopback.ko against the benchmark kernel in a copy of the tree.
+
+    Kbuild writes its objects next to the sources, so the normal build (against the test kernel)
+    and this one cannot share a directory.  The copy holds the tracked and untracked-not-ignored
+    files as they are in the work tree (uncommitted changes included: the results say so), and
+    keeps its objects between runs (rsync keeps the times, so make rebuilds only what changed).
+    """
+    src = os.path.join(OUTROOT, "src")
+    os.makedirs(src, exist_ok=True)
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=TOP, capture_output=True, check=True).stdout
+    r = subprocess.run(["rsync", "-a", "--from0", "--files-from=-", "--delete-missing-args",
+                        "./", src + "/"], cwd=TOP, input=files, capture_output=True)
+    if r.returncode != 0:
+        die("copying the sources to %s failed: %s" % (src, r.stderr.decode(errors="replace")))
+    run_logged("build rvsock against the benchmark kernel (in target/bench/src)",
+               ["make", "-C", src, "KDIR=" + os.path.join(kdir, "build"), "modules"],
+               os.path.join(logdir, "modules.log"), T_MODULES,
+               hint="rvsock does not build against the benchmark kernel (no debug options, "
+                    "so some functions are inline there); --modules-dir DIR benchmarks modules "
+                    "built elsewhere against %s" % os.path.join(kdir, "build"))
+    return src
+
+
+# ---- the VM run ----------------------------------------------------------------------------
+
+class ConsoleFollower(threading.Thread):
+    """Prints the guest's "[bench]" lines from the console log as they come, with host times."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.path = path
+        self.stop = threading.Event()
+        self.marks = []  # (host seconds since START, line)
+
+    def run(self):
+        pos = 0
+        buf = ""
+        while True:
+            stopping = self.stop.is_set()
+            try:
+                with open(self.path, errors="replace") as f:
+                    f.seek(pos)
+                    data = f.read()
+                    pos = f.tell()
+            except OSError:
+                data = ""
+            buf += data
+            *lines, buf = buf.split("\n")
+            for ln in lines:
+                i = ln.find("[bench] ")
+                if i >= 0:
+                    msg = ln[i + 8:].rstrip()
+                    self.marks.append((time.monotonic() - START, msg))
+                    if not msg.startswith("end ") or "FAILED" in msg:
+                        progress("  guest: " + msg)
+            if stopping:
+                return
+            self.stop.wait(1)
+
+
+def host_timings(marks):
+    """Host wall seconds of each guest step, from the "start"/"end" lines' arrival times."""
+    out = []
+    started = {}
+    for t, msg in marks:
+        m = re.match(r"(start|end) (\S+) round (\d+): (\S+)", msg)
+        if not m:
+            continue
+        key = (m.group(2), int(m.group(3)), m.group(4))
+        if m.group(1) == "start":
+            started[key] = t
+        elif key in started:
+            out.append({"stack": key[0], "round": key[1], "bench": key[2],
+                        "host_s": round(t - started.pop(key), 1)})
+    return out
+
+
+def run_vm(args, kdir, plan_path, outdir):
+    logf = os.path.join(outdir, "console.log")
+    argv = [os.path.join(TESTING, "vm", "run.sh"), "--kdir", os.path.join(kdir, "build"),
+            "--rwdir", outdir, "--timeout", str(args.vm_timeout), "--log", logf,
+            "--cpus", str(args.cpus), "--memory", args.memory]
+    env = dict(os.environ)
+    if args.mode == "icount":
+        argv += ["--qemu-opts", ICOUNT_OPTS]
+        env["RVSOCK_KVM"] = "0"
+    argv += ["--", "/usr/bin/python3 tools/testing/bench/guest.py %s" % plan_path]
+    progress("boot the benchmark kernel and run the benchmarks (console: %s; at most %d s)" % (
+        os.path.relpath(logf, TOP), args.vm_timeout))
+    follower = ConsoleFollower(logf)
+    follower.start()
+    t0 = time.monotonic()
+    stdout_path = os.path.join(outdir, "vm-run.log")
+    with open(stdout_path, "w") as out:
+        proc = subprocess.Popen(argv, cwd=TOP, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        # run.sh bounds the VM itself; this is a second bound in case run.sh hangs.
+        rc = wait_bounded(proc, args.vm_timeout + 120, "VM")
+    secs = time.monotonic() - t0
+    follower.stop.set()
+    follower.join(timeout=10)
+    kvm = None
+    try:
+        with open(logf, errors="replace") as f:
+            m = re.search(r"kvm=(\d)", f.readline())
+            kvm = m and m.group(1) == "1"
+    except OSError:
+        pass
+    if rc != 0:
+        sys.stdout.write(tail(stdout_path, 20))
+        why = "timed out" if rc in (None, 124, 137) else "exit %s" % rc
+        progress("the VM run failed (%s) after %d s; console log: %s" % (why, secs, logf))
+    else:
+        progress("VM run done in %d s" % secs)
+    return rc, secs, kvm, follower.marks
+
+
+# ---- results -------------------------------------------------------------------------------
+
+# (bench, metric, unit, higher is better, label, target ratio or None)
+ROWS = [
+    ("Throughput: vsock_perf, 1 stream (receiver rx / sender tx)", None),
+    ("perf_4K", "rx_gbit_s", "Gbit/s", True, "4 KiB writes, rx", None),
+    ("perf_4K", "tx_gbit_s", "Gbit/s", True, "4 KiB writes, tx", None),
+    ("perf_64K", "rx_gbit_s", "Gbit/s", True, "64 KiB writes, rx", 1.3),
+    ("perf_64K", "tx_gbit_s", "Gbit/s", True, "64 KiB writes, tx", None),
+    ("perf_1M", "rx_gbit_s", "Gbit/s", True, "1 MiB writes, rx", 1.5),
+    ("perf_1M", "tx_gbit_s", "Gbit/s", True, "1 MiB writes, tx", None),
+    ("Throughput: vsock-stream-bench, 64 KiB writes (delivered: client's start to the server's"
+     " count; rx: receiver)", None),
+    ("stream4_64K", "tx_gbit_s", "Gbit/s", True, "4 streams, delivered", None),
+    ("stream1_64K", "tx_gbit_s", "Gbit/s", True, "1 stream, delivered", None),
+    ("stream1_64K", "rx_gbit_s", "Gbit/s", True, "1 stream, rx", None),
+    ("Round-trip latency: vsock-pingpong", None),
+    ("pingpong_64", "median_us", "us", False, "64 B, median", 0.8),
+    ("pingpong_64", "p99_us", "us", False, "64 B, p99", None),
+    ("pingpong_4K", "median_us", "us", False, "4 KiB, median", None),
+    ("pingpong_4K", "p99_us", "us", False, "4 KiB, p99", None),
+    ("Connection rate: vsock-connrate --wait-close (connect + accept + close)", None),
+    ("connrate", "conn_per_s", "conn/s", True, "single-threaded", 1.0),
+    ("Kernel memory per idle connected pair (vsock-pairs)", None),
+    ("pairs", "slab_bytes_per_pair", "bytes", False, "Slab (/proc/meminfo)", 1.0),
+    ("pairs", "objs_bytes_per_pair", "bytes", False, "slab objects, all caches", None),
+    ("pairs", "af_vsock_bytes_per_pair", "bytes", False, "AF_VSOCK cache", None),
+]
+
+
+def load_raw(path):
+    env, recs = {}, []
+    try:
+        with open(path) as f:
+            for ln in f:
+                ln = ln.strip()
+                if not ln:
+                    continue
+                o = json.loads(ln)
+                if "environment" in o:
+                    env = o["environment"]
+                else:
+                    recs.append(o)
+    except OSError:
+        pass
+    return env, recs
+
+
+def summarize(recs):
+    """{stack: {bench: {metric: {"rounds": [...], "median", "min", "max"}}}}."""
+    per = {}
+    for r in recs:
+        if not r.get("ok") or "values" not in r:
+            continue
+        for k, v in r["values"].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                per.setdefault(r["stack"], {}).setdefault(r["bench"], {}).setdefault(
+                    k, []).append((r["round"], v))
+    out = {}
+    for st, benches in per.items():
+        for b, metrics in benches.items():
+            for k, rv in metrics.items():
+                vals = [v for _, v in sorted(rv)]
+                out.setdefault(st, {}).setdefault(b, {})[k] = {
+                    "rounds": [r for r, _ in sorted(rv)], "values": vals,
+                    "median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+    return out
+
+
+def ratios(summary, base="C", other="rvsock"):
+    """rvsock/C of the medians, and the range of the per-round ratios."""
+    out = {}
+    for row in ROWS:
+        if row[1] is None:
+            continue
+        b, k, _, higher, _, target = row
+        try:
+            c, r = summary[base][b][k], summary[other][b][k]
+        except KeyError:
+            continue
+        if not c["median"]:
+            continue
+        per_round = [rv / cv for rr, rv in zip(r["rounds"], r["values"])
+                     for cr, cv in zip(c["rounds"], c["values"]) if rr == cr and cv]
+        ratio = r["median"] / c["median"]
+        res = {"ratio": ratio, "round_ratios": per_round, "higher_is_better": higher}
+        if target is not None:
+            res["target"] = target
+            res["met"] = ratio >= target if higher else ratio <= target
+        out["%s.%s" % (b, k)] = res
+    return out
+
+
+def fmt(v, unit):
+    if v is None:
+        return "-"
+    if unit == "bytes" or unit == "conn/s":
+        return "%.0f" % v
+    if abs(v) >= 100:
+        return "%.1f" % v
+    return "%.3g" % v if abs(v) < 1 else "%.2f" % v
+
+
+def cell(s, unit):
+    if not s:
+        return "-"
+    return "%s [%s..%s]" % (fmt(s["median"], unit), fmt(s["min"], unit), fmt(s["max"], unit))
+
+
+def make_table(meta, summary, rat, failures):
+    L = []
+    w = L.append
+    w("rvsock vs the upstream C vsock stack, loopback (CID 1): %d interleaved rounds in one boot"
+      % meta["rounds"])
+    w("kernel %s (tools/testing/kernel/bench.config, no debug options), %s, %s vCPUs, %s"
+      % (meta["kernel_release"], meta["mode_text"], meta["cpus"], meta["memory"]))
+    w("git %s%s; %s per transfer; %d round trips per latency run; connection rate over %s s;"
+      " %d pairs" % (meta["commit"][:12] if meta["commit"] else "?",
+                     " (dirty work tree)" if meta["dirty"] else "", human_size(meta["bytes"]),
+                     meta["iterations"], meta["connrate_duration"], meta["pairs"]))
+    if meta["modules_note"]:
+        w("modules: " + meta["modules_note"])
+    if meta["mode"] == "icount":
+        w("icount: guest time counts instructions (1 ns each): Gbit/s, us and conn/s are per"
+          " instruction, not host seconds;")
+        w("        they do not move with host load, and the ratio rvsock/C is the comparison.")
+    w("Each figure: median [min..max] over the rounds.  rvsock/C: ratio of the medians"
+      " (range of the per-round ratios).")
+    w("")
+    hdr = "%-28s %-26s %-26s %-22s %s" % ("", "C", "rvsock", "rvsock/C", "target")
+    w(hdr)
+    w("-" * len(hdr))
+    for row in ROWS:
+        if row[1] is None:
+            w(row[0])
+            continue
+        b, k, unit, higher, label, target = row
+        c = summary.get("C", {}).get(b, {}).get(k)
+        r = summary.get("rvsock", {}).get(b, {}).get(k)
+        if not c and not r:
+            continue
+        ra = rat.get("%s.%s" % (b, k))
+        rtxt = "-"
+        if ra:
+            rr = ra["round_ratios"]
+            rtxt = "%.2fx" % ra["ratio"] + (" (%.2f..%.2f)" % (min(rr), max(rr)) if rr else "")
+        ttxt = ""
+        if target is not None:
+            ttxt = "%s%.2fx" % (">=" if higher else "<=", target)
+            if ra:
+                ttxt += "  " + ("met" if ra["met"] else "MISSED")
+        w("  %-26s %-26s %-26s %-22s %s" % ("%s (%s)" % (label, unit), cell(c, unit),
+                                            cell(r, unit), rtxt, ttxt))
+    refs = [k for k in ("tcp", "unix") if k in summary]
+    if refs:
+        w("")
+        w("References in the same boot (median [min..max]); vsock columns repeat the rows above")
+        cols = ["C", "rvsock"] + refs
+        names = {"C": "vsock C", "rvsock": "vsock rvsock", "tcp": "TCP 127.0.0.1",
+                 "unix": "AF_UNIX"}
+        hdr = "  %-26s" % "" + "".join(" %-24s" % names[c] for c in cols)
+        w(hdr)
+        for b, k, unit, label in (
+                ("stream1_64K", "tx_gbit_s", "Gbit/s", "stream 1x64K, delivered"),
+                ("stream1_64K", "rx_gbit_s", "Gbit/s", "stream 1x64K, rx"),
+                ("pingpong_64", "median_us", "us", "ping-pong 64 B, median"),
+                ("pingpong_64", "p99_us", "us", "ping-pong 64 B, p99"),
+                ("pingpong_4K", "median_us", "us", "ping-pong 4 KiB, median"),
+                ("pingpong_4K", "p99_us", "us", "ping-pong 4 KiB, p99")):
+            w("  %-26s" % ("%s (%s)" % (label, unit)) + "".join(
+                " %-24s" % cell(summary.get(c, {}).get(b, {}).get(k), unit) for c in cols))
+    targets = [v for v in rat.values() if "target" in v]
+    if targets:
+        w("")
+        w("Issue targets met: %d of %d" % (sum(v["met"] for v in targets), len(targets)))
+    if failures:
+        w("")
+        w("FAILED steps (%d):" % len(failures))
+        for f in failures:
+            w("  round %s %s %s: %s" % (f.get("round"), f.get("stack"), f.get("bench"),
+                                        f.get("error")))
+    return "\n".join(L) + "\n"
+
+
+# ---- chart ---------------------------------------------------------------------------------
+
+def make_chart(summary, meta, outdir, logdir, allow_install):
+    data_path = os.path.join(outdir, "chart-data.json")
+    with open(data_path, "w") as f:
+        json.dump({"summary": summary, "title": "rvsock vs C vsock (%s, %d rounds)" % (
+            meta["mode_text"], meta["rounds"])}, f)
+    png = os.path.join(outdir, "chart.png")
+    chart = os.path.join(BENCH, "chart.py")
+    pythons = []
+    if subprocess.run([sys.executable, "-c", "import matplotlib"],
+                      capture_output=True).returncode == 0:
+        pythons.append(sys.executable)
+    else:
+        venv = os.path.join(CACHE, "bench-venv")
+        vpy = os.path.join(venv, "bin", "python3")
+        ok = subprocess.run([vpy, "-c", "import matplotlib"],
+                            capture_output=True).returncode == 0 if os.path.exists(vpy) else False
+        if not ok and allow_install:
+            log = os.path.join(logdir, "matplotlib-install.log")
+            progress("installing %s into %s for the chart (log: %s)" % (MATPLOTLIB, venv, log))
+            try:
+                with open(log, "w") as lf:
+                    if not os.path.exists(vpy):
+                        subprocess.run([sys.executable, "-m", "venv", venv], stdout=lf,
+                                       stderr=subprocess.STDOUT, timeout=T_PIP, check=True)
+                    subprocess.run([vpy, "-m", "pip", "install", "--quiet", MATPLOTLIB],
+                                   stdout=lf, stderr=subprocess.STDOUT, timeout=T_PIP, check=True)
+                ok = True
+            except (subprocess.SubprocessError, OSError):
+                progress("could not install matplotlib; drawing a plain chart instead")
+        if ok:
+            pythons.append(vpy)
+    for py in pythons:
+        r = subprocess.run([py, chart, data_path, png], capture_output=True, text=True,
+                           timeout=300)
+        if r.returncode == 0:
+            return "matplotlib"
+        progress("matplotlib chart failed: %s" % r.stderr.strip()[-300:])
+    r = subprocess.run([sys.executable, chart, "--plain", data_path, png], capture_output=True,
+                       text=True, timeout=300)
+    if r.returncode != 0:
+        progress("chart failed: %s" % r.stderr.strip()[-300:])
+        return None
+    return "plain"
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Results: target/bench/<UTC timestamp>/ (results.json, table.txt, chart.png), "
+               "target/bench/latest -> newest.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=("icount", "wallclock"), default="icount",
+                    help="icount (default): TCG with -icount shift=0,sleep=off, figures count "
+                         "instructions; wallclock: no icount, KVM where it works")
+    ap.add_argument("--bytes", type=parse_size, default=parse_size("1G"),
+                    help="bytes per throughput run (default 1G)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    ap.add_argument("--iterations", type=int, default=10000,
+                    help="timed round trips per latency run (default 10000)")
+    ap.add_argument("--warmup", type=int, default=1000, help="untimed round trips first")
+    ap.add_argument("--connrate-duration", type=float, default=5.0,
+                    help="guest seconds per connection-rate run (default 5)")
+    ap.add_argument("--pairs", type=int, default=1000, help="connected pairs for the memory "
+                                                             "figure (default 1000)")
+    ap.add_argument("--no-references", action="store_true",
+                    help="skip the TCP and AF_UNIX reference runs")
+    ap.add_argument("--only", action="append", metavar="REGEX",
+                    help="run only benchmarks whose name matches (repeatable): perf_4K, "
+                         "perf_64K, perf_1M, stream4_64K, stream1_64K, pingpong_64, "
+                         "pingpong_4K, connrate, pairs")
+    ap.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
+    ap.add_argument("--memory", default="2G", help="guest memory (default 2G)")
+    ap.add_argument("--vm-timeout", type=int, default=None,
+                    help="host seconds for the whole VM run (default: from the plan)")
+    ap.add_argument("--modules-dir", metavar="DIR",
+                    help="use the rvsock.ko and rvsock_loopback.ko in DIR (built against the "
+                         "benchmark kernel) instead of building them")
+    ap.add_argument("--no-install", action="store_true",
+                    help="do not pip-install matplotlib for the chart (plain PNG instead)")
+    args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+
+    os.makedirs(OUTROOT, exist_ok=True)
+    lock = open(os.path.join(OUTROOT, ".lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        die("another make bench is running (lock: target/bench/.lock)")
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    outdir = os.path.join(OUTROOT, stamp)
+    logdir = os.path.join(outdir, "logs")
+    os.makedirs(logdir)
+    progress("results: %s" % os.path.relpath(outdir, TOP))
+
+    kdir = ensure_kernel(logdir)
+    samples = build_samples(logdir)
+    if args.modules_dir:
+        moddir = os.path.abspath(args.modules_dir)
+        modules_note = "prebuilt, from %s (--modules-dir)" % moddir
+    else:
+        moddir = build_modules(kdir, logdir)
+        modules_note = ""
+    for m in ("rvsock.ko", "rvsock_loopback.ko"):
+        if not os.path.exists(os.path.join(moddir, m)):
+            die("%s missing in %s" % (m, moddir))
+
+    commit = git("rev-parse", "HEAD")
+    dirty_files = (git("status", "--porcelain", "--untracked-files=normal") or "").splitlines()
+    vsockdir = os.path.join(kdir, "build", "net", "vmw_vsock")
+    cmods = ["vsock", "vmw_vsock_virtio_transport_common", "vsock_loopback"]
+    plan = {
+        "rounds": args.rounds,
+        "order": ["C", "rvsock"],
+        "stacks": [
+            {"name": "C", "load": [os.path.join(vsockdir, m + ".ko") for m in cmods],
+             "modules": cmods, "unload": list(reversed(cmods))},
+            {"name": "rvsock",
+             "load": [os.path.join(moddir, m + ".ko") for m in ("rvsock", "rvsock_loopback")],
+             "modules": ["rvsock", "rvsock_loopback"], "unload": ["rvsock_loopback", "rvsock"]},
+        ],
+        "references": [] if args.no_references else ["tcp", "unix"],
+        "bytes": args.bytes,
+        "perf_buffers": [4 << 10, 64 << 10, 1 << 20],
+        "stream_runs": [[4, 64 << 10], [1, 64 << 10]],
+        "ref_stream_runs": [[1, 64 << 10]],
+        "pp_sizes": [64, 4 << 10],
+        "iterations": args.iterations,
+        "warmup": args.warmup,
+        "connrate_duration": args.connrate_duration,
+        "pairs": args.pairs,
+        "only": args.only,
+        "vsock_perf": os.path.join(kdir, "vsock", "vsock_perf"),
+        "samples": samples,
+    }
+    plan_path = os.path.join(outdir, "plan.json")
+    with open(plan_path, "w") as f:
+        json.dump(plan, f, indent=1)
+    if args.vm_timeout is None:
+        # Generous: each GiB moved counted at 60 host seconds, each 10,000 round trips at 60,
+        # plus the connection rate, the pairs and the boot.
+        transfers = 2 * 5 + 2 * (0 if args.no_references else 1)
+        gib = args.bytes / float(1 << 30)
+        per_round = (transfers * max(gib, 0.1) * 60 + 6 * (args.iterations + args.warmup) /
+                     10000 * 60 + 2 * (args.connrate_duration * 10 + 60) + 2 * 120 + 60)
+        args.vm_timeout = int(600 + args.rounds * per_round)
+
+    rc, vm_secs, kvm, marks = run_vm(args, kdir, plan_path, outdir)
+
+    env, recs = load_raw(os.path.join(outdir, "raw.jsonl"))
+    failures = [r for r in recs if not r.get("ok")]
+    summary = summarize(recs)
+    rat = ratios(summary)
+    if args.mode == "icount":
+        mode_text = "TCG with icount (shift=0, sleep=off)"
+    else:
+        mode_text = ("KVM" if kvm else "TCG") + ", wall clock (no icount)"
+    meta = {
+        "date_utc": stamp,
+        "mode": args.mode,
+        "mode_text": mode_text,
+        "accelerator": "kvm" if kvm else "tcg",
+        "qemu_opts": ICOUNT_OPTS if args.mode == "icount" else "",
+        "kernel_release": env.get("uname", "?"),
+        "kernel_dir": kdir,
+        "cpus": args.cpus,
+        "guest_cpus_seen": env.get("nproc"),
+        "memory": args.memory,
+        "commit": commit,
+        "dirty": bool(dirty_files),
+        "dirty_files": dirty_files,
+        "modules_dir": moddir,
+        "modules_note": modules_note,
+        "rounds": args.rounds,
+        "bytes": args.bytes,
+        "iterations": args.iterations,
+        "warmup": args.warmup,
+        "connrate_duration": args.connrate_duration,
+        "pairs": args.pairs,
+        "host_cpu": host_cpu(),
+        "vm_wall_s": round(vm_secs, 1),
+        "vm_status": rc,
+        "notes": [
+            "vsock_perf's receiver stops at the first POLLHUP/POLLRDHUP, so it may leave up to "
+            "one socket buffer (256 KiB) unread: rx_bytes can be below --bytes.",
+            "stream-bench: tx_gbit_s = the client's figure, all bytes from the common start "
+            "until the server's byte count came back (delivered); rx_gbit_s = all bytes over "
+            "the longest stream's first-byte-to-EOF time at the server, meaningful for one "
+            "stream only (streams that do not overlap inflate it); per-stream figures in raw.",
+            "memory: deltas of /proc/meminfo and /proc/slabinfo (active objects x object size) "
+            "while vsock-pairs holds the pairs, divided by the pair count; a pair is two "
+            "connected sockets (plus their files), the listener is shared.",
+        ],
+    }
+    timings = host_timings(marks)
+    results = {"meta": meta, "plan": plan, "guest_environment": env, "raw": recs,
+               "summary": summary, "ratios": rat, "host_timings": timings}
+    table = make_table(meta, summary, rat, failures)
+    with open(os.path.join(outdir, "table.txt"), "w") as f:
+        f.write(table)
+    chart = make_chart(summary, meta, outdir, logdir, not args.no_install) if summary else None
+    results["meta"]["chart"] = chart
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    latest = os.path.join(OUTROOT, "latest")
+    tmp = latest + ".tmp"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(stamp, tmp)
+    os.replace(tmp, latest)
+
+    print()
+    sys.stdout.write(table)
+    print()
+    by_bench = {}
+    for t in timings:
+        by_bench[t["bench"]] = by_bench.get(t["bench"], 0) + t["host_s"]
+    if by_bench:
+        progress("host wall time per benchmark, all rounds and stacks: " + ", ".join(
+            "%s %d s" % (b, s) for b, s in sorted(by_bench.items(), key=lambda x: -x[1])))
+    progress("results in %s (table.txt, results.json%s); total %d s" % (
+        os.path.relpath(outdir, TOP), ", chart.png" if chart else "", time.monotonic() - START))
+    if rc != 0:
+        progress("the VM run failed: console log %s" % os.path.join(outdir, "console.log"))
+        return 1
+    if failures:
+        progress("%d benchmark step(s) failed; see table.txt and %s" % (
+            len(failures), os.path.join(outdir, "guest-logs")))
+        return 1
+    return 0
+
+
+def host_cpu():
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+            return "%s, %d CPUs" % (m.group(1) if m else "?", os.cpu_count())
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
