@@ -66,12 +66,11 @@ def with_matplotlib(data, out):
     ps = list(panels(data["summary"]))
     fig, axes = plt.subplots(len(ps), 1, figsize=(10, 3.6 * len(ps)), squeeze=False)
     for ax, (title, unit, gs) in zip(axes[:, 0], ps):
-        width = 0.8 / len(STACKS)
+        width = 0.8 / max(len(ss) for _, ss in gs)
         seen = set()
         for gi, (_, ss) in enumerate(gs):
             for si, (key, label, colour, med, lo, hi) in enumerate(ss):
-                idx = [k for k, _, _ in STACKS].index(key)
-                x = gi + (idx - (len(STACKS) - 1) / 2) * width
+                x = gi + (si - (len(ss) - 1) / 2) * width
                 ax.bar(x, med, width, color=["#%02x%02x%02x" % colour],
                        yerr=[[med - lo], [hi - med]], capsize=3,
                        label=None if key in seen else label)
@@ -83,8 +82,10 @@ def with_matplotlib(data, out):
         ax.set_title(title)
         ax.legend(fontsize=8)
         ax.margins(y=0.15)
+        if len(gs) == 1:
+            ax.set_xlim(-1, 1)
     fig.suptitle(data.get("title", ""))
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(out, dpi=100)
 
 
@@ -206,13 +207,12 @@ def plain(data, out):
         cv.rect(left, base, right, base + 1, (0, 0, 0))
         cv.text(5, top, num(vmax))
         cv.rect(left - 4, top, left, top + 1, (0, 0, 0))
-        gw = (right - left) / len(gs)
-        bw = gw * 0.8 / len(STACKS)
+        gw = (right - left) / max(len(gs), 2)
+        bw = gw * 0.8 / max(len(ss) for _, ss in gs)
         for gi, (g, ss) in enumerate(gs):
-            gx = left + gi * gw + gw * 0.1
-            for key, label, colour, med, lo, hi in ss:
-                idx = [k for k, _, _ in STACKS].index(key)
-                x0 = gx + idx * bw
+            gx = left + gi * gw + (gw - bw * len(ss)) / 2
+            for si, (key, label, colour, med, lo, hi) in enumerate(ss):
+                x0 = gx + si * bw
                 h = (base - top) * med / vmax
                 cv.rect(x0 + 2, base - h, x0 + bw - 2, base, colour)
                 ylo = base - (base - top) * lo / vmax
