@@ -36,8 +36,23 @@ mounted /dev || $bb mount -t devtmpfs -o nosuid devtmpfs /dev
 $bb mkdir -p /dev/pts /dev/shm /dev/virtio-ports
 $bb mount -t devpts -o nosuid,noexec devpts /dev/pts
 $bb mount -t tmpfs -o nosuid,nodev tmpfs /dev/shm
-for d in /run /tmp /var/tmp /var/log; do
+# Writable scratch directories.  The host's own contents stay reachable under /run/host (the
+# repository may be a clone under /tmp, as in some CI set-ups): see the working directory below.
+$bb mount -t tmpfs -o mode=1777 tmpfs /run
+for d in /tmp /var/tmp /var/log; do
+	$bb mkdir -p "/run/host$d"
+	$bb mount --bind "$d" "/run/host$d"
 	$bb mount -t tmpfs -o mode=1777 tmpfs "$d"
+done
+# A working directory under one of the scratch directories: bring back the host's
+# (before the --rwdir mounts, which may lie below it).
+for d in tmp var/tmp var/log; do
+	case "${virtme_chdir:-}" in
+	"$d"/*)
+		$bb mkdir -p "/$virtme_chdir"
+		$bb mount --bind "/run/host/$virtme_chdir" "/$virtme_chdir"
+		;;
+	esac
 done
 $bb mount -t debugfs debugfs /sys/kernel/debug
 $bb ln -sf /proc/self/fd /dev/fd
