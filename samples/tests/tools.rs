@@ -26,6 +26,15 @@ fn bin(name: &str) -> Command {
     c
 }
 
+/// Held (shared) while a test starts a process, and exclusively while a test briefly has a
+/// listening socket it means to close: a child forked meanwhile would inherit the listener until
+/// its exec and keep accepting connections.
+static FORKS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn forking() -> std::sync::RwLockReadGuard<'static, ()> {
+    FORKS.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn temp_sock(tag: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     std::env::temp_dir().join(format!(
@@ -50,6 +59,7 @@ fn start_server(tool: &str, args: &[&str], unix: bool) -> Server {
     } else {
         vec!["--tcp".into(), "127.0.0.1:0".into()]
     };
+    let _forking = forking();
     let mut child = bin(tool)
         .args(args)
         .args(&listen)
@@ -94,6 +104,7 @@ impl Server {
 }
 
 fn run(tool: &str, args: &[&str], addr: &[String]) -> Output {
+    let _forking = forking();
     bin(tool)
         .args(args)
         .args(addr)
@@ -163,12 +174,14 @@ fn echo_unix() {
 #[test]
 fn echo_once_and_stdin() {
     let s = start_server("vsock-echo-server", &["--once"], true);
+    let forking = forking();
     let mut client = bin("vsock-echo-client")
         .args(&s.addr)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the client");
+    drop(forking);
     {
         use std::io::Write;
         let mut stdin = client.stdin.take().expect("piped stdin");
@@ -294,8 +307,11 @@ fn connrate_tcp_wait_close() {
 fn connrate_counts_refused() {
     // A socket file nobody listens on: every attempt is refused, the loop goes on.
     let path = temp_sock("refused");
-    let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
-    drop(l);
+    {
+        let _no_forks = FORKS.write().unwrap_or_else(|e| e.into_inner());
+        let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        drop(l);
+    }
     let p = path.display().to_string();
     let out = run("vsock-connrate", &["--count", "50", "--unix", &p], &[]);
     let _ = std::fs::remove_file(&path);
@@ -356,6 +372,7 @@ fn deadline_ends_a_hung_run() {
     // A server nobody connects to, with no accept timeout: only --deadline ends it.
     let p = temp_sock("deadline").display().to_string();
     let start = std::time::Instant::now();
+    let _forking = forking();
     let out = Command::new(env!("CARGO_BIN_EXE_vsock-echo-server"))
         .args(["--unix", &p, "--accept-timeout", "0", "--deadline", "0.3"])
         .output()

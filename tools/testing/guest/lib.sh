@@ -32,7 +32,7 @@ snooze() { read -r -t "$1" -u "$SNOOZE_FD" _ || true; }
 now() { echo "$EPOCHREALTIME"; }
 # seconds_since START: seconds (two decimals) since START, an $EPOCHREALTIME value.
 seconds_since() {
-	local us=$((${EPOCHREALTIME/./} - ${1/./}))
+	local us=$((10#${EPOCHREALTIME/./} - 10#${1/./}))
 	printf '%d.%02d' $((us / 1000000)) $((us % 1000000 / 10000))
 }
 slug() {

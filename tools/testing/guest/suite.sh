@@ -158,7 +158,7 @@ suite_modules() {
 
 # earlier TIME SECONDS: the $EPOCHREALTIME value SECONDS (as printed by seconds_since) before TIME.
 earlier() {
-	local us=$((${1/./} - ${2/./} * 10000))
+	local us=$((10#${1/./} - 10#${2/./} * 10000))
 	printf '%d.%06d' $((us / 1000000)) $((us % 1000000))
 }
 
