@@ -322,6 +322,36 @@ ROWS = [
 ]
 
 
+# Kernel messages that mean something went wrong in the guest kernel during the run.
+KERNEL_PROBLEM_RE = re.compile(r"\] (BUG:|WARNING:|Oops|general protection fault|Kernel panic|"
+                               r"kernel BUG|UBSAN:|refcount_t:|list_(add|del) corruption|"
+                               r"INFO: task .* blocked|watchdog: BUG: soft lockup)")
+
+
+def kernel_problems(console):
+    """Kernel problem lines of the console log up to the end of the guest script's run (a
+    failure after it, e.g. while powering off, is reported separately)."""
+    out = []
+    try:
+        with open(console, errors="replace") as f:
+            for ln in f:
+                if "[bench] done," in ln:
+                    break
+                if KERNEL_PROBLEM_RE.search(ln):
+                    out.append(ln.strip())
+    except OSError:
+        pass
+    return out
+
+
+def guest_said_done(console):
+    try:
+        with open(console, errors="replace") as f:
+            return any("[bench] done," in ln for ln in f)
+    except OSError:
+        return False
+
+
 def load_raw(path):
     env, recs = {}, []
     try:
@@ -333,6 +363,8 @@ def load_raw(path):
                 o = json.loads(ln)
                 if "environment" in o:
                     env = o["environment"]
+                elif "complete" in o:
+                    env["complete"] = True
                 else:
                     recs.append(o)
     except OSError:
@@ -418,10 +450,17 @@ def make_table(meta, summary, rat, failures):
         w("icount: guest time counts instructions (1 ns each): Gbit/s, us and conn/s are per"
           " instruction, not host seconds;")
         w("        they do not move with host load, and the ratio rvsock/C is the comparison.")
+    cal = meta.get("calibration") or {}
+    if cal.get("ok"):
+        ns = cal["copy_to_user_ns_per_byte"]
+        w("copy cost here: %.2f guest ns per byte read from a tmpfs file (one copy_to_user);"
+          " a stream copied twice" % ns)
+        w("        cannot go much above %.1f Gbit/s, whatever the stack does per packet."
+          % (8 / (2 * ns)))
     w("Each figure: median [min..max] over the rounds.  rvsock/C: ratio of the medians"
       " (range of the per-round ratios).")
     w("")
-    hdr = "%-28s %-26s %-26s %-22s %s" % ("", "C", "rvsock", "rvsock/C", "target")
+    hdr = "  %-34s %-24s %-24s %-20s %s" % ("", "C", "rvsock", "rvsock/C", "target")
     w(hdr)
     w("-" * len(hdr))
     for row in ROWS:
@@ -443,7 +482,7 @@ def make_table(meta, summary, rat, failures):
             ttxt = "%s%.2fx" % (">=" if higher else "<=", target)
             if ra:
                 ttxt += "  " + ("met" if ra["met"] else "MISSED")
-        w("  %-26s %-26s %-26s %-22s %s" % ("%s (%s)" % (label, unit), cell(c, unit),
+        w("  %-34s %-24s %-24s %-20s %s" % ("%s (%s)" % (label, unit), cell(c, unit),
                                             cell(r, unit), rtxt, ttxt))
     refs = [k for k in ("tcp", "unix") if k in summary]
     if refs:
@@ -452,7 +491,7 @@ def make_table(meta, summary, rat, failures):
         cols = ["C", "rvsock"] + refs
         names = {"C": "vsock C", "rvsock": "vsock rvsock", "tcp": "TCP 127.0.0.1",
                  "unix": "AF_UNIX"}
-        hdr = "  %-26s" % "" + "".join(" %-24s" % names[c] for c in cols)
+        hdr = "  %-34s" % "" + "".join(" %-22s" % names[c] for c in cols)
         w(hdr)
         for b, k, unit, label in (
                 ("stream1_64K", "tx_gbit_s", "Gbit/s", "stream 1x64K, delivered"),
@@ -461,12 +500,21 @@ def make_table(meta, summary, rat, failures):
                 ("pingpong_64", "p99_us", "us", "ping-pong 64 B, p99"),
                 ("pingpong_4K", "median_us", "us", "ping-pong 4 KiB, median"),
                 ("pingpong_4K", "p99_us", "us", "ping-pong 4 KiB, p99")):
-            w("  %-26s" % ("%s (%s)" % (label, unit)) + "".join(
-                " %-24s" % cell(summary.get(c, {}).get(b, {}).get(k), unit) for c in cols))
+            w("  %-34s" % ("%s (%s)" % (label, unit)) + "".join(
+                " %-22s" % cell(summary.get(c, {}).get(b, {}).get(k), unit) for c in cols))
     targets = [v for v in rat.values() if "target" in v]
     if targets:
         w("")
         w("Issue targets met: %d of %d" % (sum(v["met"] for v in targets), len(targets)))
+    if meta["kernel_problems"]:
+        w("")
+        w("KERNEL PROBLEMS in the console log (%d), first ones:" % len(meta["kernel_problems"]))
+        for ln in meta["kernel_problems"][:5]:
+            w("  " + ln[:150])
+    if not meta["complete"]:
+        w("")
+        w("INCOMPLETE: the guest did not finish the plan (VM status %s); see console.log"
+          % meta["vm_status"])
     if failures:
         w("")
         w("FAILED steps (%d):" % len(failures))
@@ -559,9 +607,14 @@ def main():
                          "benchmark kernel) instead of building them")
     ap.add_argument("--no-install", action="store_true",
                     help="do not pip-install matplotlib for the chart (plain PNG instead)")
+    ap.add_argument("--report", metavar="DIR",
+                    help="write the table, chart and results.json of an earlier run in DIR "
+                         "again (no build, no VM)")
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    if args.report:
+        return report_again(args.report, not args.no_install)
 
     os.makedirs(OUTROOT, exist_ok=True)
     lock = open(os.path.join(OUTROOT, ".lock"), "w")
@@ -630,10 +683,6 @@ def main():
 
     rc, vm_secs, kvm, marks = run_vm(args, kdir, plan_path, outdir)
 
-    env, recs = load_raw(os.path.join(outdir, "raw.jsonl"))
-    failures = [r for r in recs if not r.get("ok")]
-    summary = summarize(recs)
-    rat = ratios(summary)
     if args.mode == "icount":
         mode_text = "TCG with icount (shift=0, sleep=off)"
     else:
@@ -644,10 +693,8 @@ def main():
         "mode_text": mode_text,
         "accelerator": "kvm" if kvm else "tcg",
         "qemu_opts": ICOUNT_OPTS if args.mode == "icount" else "",
-        "kernel_release": env.get("uname", "?"),
         "kernel_dir": kdir,
         "cpus": args.cpus,
-        "guest_cpus_seen": env.get("nproc"),
         "memory": args.memory,
         "commit": commit,
         "dirty": bool(dirty_files),
@@ -663,34 +710,62 @@ def main():
         "host_cpu": host_cpu(),
         "vm_wall_s": round(vm_secs, 1),
         "vm_status": rc,
-        "notes": [
-            "vsock_perf's receiver stops at the first POLLHUP/POLLRDHUP, so it may leave up to "
-            "one socket buffer (256 KiB) unread: rx_bytes can be below --bytes.",
-            "stream-bench: tx_gbit_s = the client's figure, all bytes from the common start "
-            "until the server's byte count came back (delivered); rx_gbit_s = all bytes over "
-            "the longest stream's first-byte-to-EOF time at the server, meaningful for one "
-            "stream only (streams that do not overlap inflate it); per-stream figures in raw.",
-            "memory: deltas of /proc/meminfo and /proc/slabinfo (active objects x object size) "
-            "while vsock-pairs holds the pairs, divided by the pair count; a pair is two "
-            "connected sockets (plus their files), the listener is shared.",
-        ],
     }
-    timings = host_timings(marks)
+    return report(outdir, meta, plan, host_timings(marks), not args.no_install)
+
+
+NOTES = [
+    "vsock_perf's receiver stops at the first POLLHUP/POLLRDHUP, so it may leave up to one "
+    "socket buffer (256 KiB) unread: rx_bytes can be below --bytes.",
+    "stream-bench: tx_gbit_s = the client's figure, all bytes from the common start until the "
+    "server's byte count came back (delivered); rx_gbit_s = all bytes over the longest "
+    "stream's first-byte-to-EOF time at the server, meaningful for one stream only (streams "
+    "that do not overlap inflate it); per-stream figures in raw.",
+    "memory: deltas of /proc/meminfo and /proc/slabinfo (active objects x object size) while "
+    "vsock-pairs holds the pairs, divided by the pair count; a pair is two connected sockets "
+    "(plus their files), the listener is shared.",
+    "settle_guest_s: after each benchmark, the guest seconds until the stack's module use "
+    "counts were back to idle (closed sockets linger until the peer's reset or a timeout).",
+]
+
+
+def report(outdir, meta, plan, timings, allow_install):
+    """Writes results.json, table.txt and chart.png of a run directory and prints the table."""
+    rc = meta.get("vm_status")
+    env, recs = load_raw(os.path.join(outdir, "raw.jsonl"))
+    complete = env.pop("complete", False) or guest_said_done(os.path.join(outdir, "console.log"))
+    failures = [r for r in recs if not r.get("ok")]
+    problems = kernel_problems(os.path.join(outdir, "console.log"))
+    summary = summarize(recs)
+    rat = ratios(summary)
+    meta.update({
+        "kernel_release": env.get("uname", "?"),
+        "guest_cpus_seen": env.get("nproc"),
+        "calibration": env.get("calibration"),
+        "complete": complete,
+        "kernel_problems": problems,
+        "notes": NOTES,
+    })
     results = {"meta": meta, "plan": plan, "guest_environment": env, "raw": recs,
                "summary": summary, "ratios": rat, "host_timings": timings}
     table = make_table(meta, summary, rat, failures)
     with open(os.path.join(outdir, "table.txt"), "w") as f:
         f.write(table)
-    chart = make_chart(summary, meta, outdir, logdir, not args.no_install) if summary else None
-    results["meta"]["chart"] = chart
+    logdir = os.path.join(outdir, "logs")
+    os.makedirs(logdir, exist_ok=True)
+    chart = make_chart(summary, meta, outdir, logdir, allow_install) if summary else None
+    meta["chart"] = chart
     with open(os.path.join(outdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1, sort_keys=True)
     latest = os.path.join(OUTROOT, "latest")
-    tmp = latest + ".tmp"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(stamp, tmp)
-    os.replace(tmp, latest)
+    newest = sorted(d for d in os.listdir(OUTROOT) if re.fullmatch(r"\d{8}T\d{6}Z", d) and
+                    os.path.exists(os.path.join(OUTROOT, d, "results.json")))
+    if newest:
+        tmp = latest + ".tmp"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(newest[-1], tmp)
+        os.replace(tmp, latest)
 
     print()
     sys.stdout.write(table)
@@ -701,16 +776,36 @@ def main():
     if by_bench:
         progress("host wall time per benchmark, all rounds and stacks: " + ", ".join(
             "%s %d s" % (b, s) for b, s in sorted(by_bench.items(), key=lambda x: -x[1])))
-    progress("results in %s (table.txt, results.json%s); total %d s" % (
-        os.path.relpath(outdir, TOP), ", chart.png" if chart else "", time.monotonic() - START))
+    progress("results in %s (table.txt, results.json%s)" % (
+        os.path.relpath(outdir, TOP), ", chart.png" if chart else ""))
     if rc != 0:
-        progress("the VM run failed: console log %s" % os.path.join(outdir, "console.log"))
+        progress("%s: console log %s" % (
+            "all benchmarks finished, but the VM then failed" if complete else
+            "the VM run failed", os.path.join(outdir, "console.log")))
+        return 1
+    if problems:
+        progress("kernel problems in the console log: %s" % os.path.join(outdir, "console.log"))
         return 1
     if failures:
         progress("%d benchmark step(s) failed; see table.txt and %s" % (
             len(failures), os.path.join(outdir, "guest-logs")))
         return 1
     return 0
+
+
+def report_again(outdir, allow_install):
+    """--report DIR: the table, chart and results.json of an earlier run, written anew."""
+    outdir = os.path.abspath(outdir)
+    try:
+        with open(os.path.join(outdir, "results.json")) as f:
+            old = json.load(f)
+        with open(os.path.join(outdir, "plan.json")) as f:
+            plan = json.load(f)
+    except (OSError, ValueError) as e:
+        die("%s: not a finished run directory (%s)" % (outdir, e))
+    meta = {k: v for k, v in old["meta"].items() if k not in (
+        "kernel_problems", "complete", "notes", "chart")}
+    return report(outdir, meta, plan, old.get("host_timings", []), allow_install)
 
 
 def host_cpu():
