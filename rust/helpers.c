@@ -277,6 +277,13 @@ void rvsock_h_kfree_skb(struct sk_buff *skb)
 }
 RVSOCK_EXPORT(rvsock_h_kfree_skb);
 
+/* An inline function without CONFIG_TRACEPOINTS. */
+void rvsock_h_consume_skb(struct sk_buff *skb)
+{
+	consume_skb(skb);
+}
+RVSOCK_EXPORT(rvsock_h_consume_skb);
+
 void rvsock_h_skb_orphan(struct sk_buff *skb)
 {
 	skb_orphan(skb);
@@ -324,6 +331,102 @@ void rvsock_h_uarg_mark_copied(struct ubuf_info *uarg)
 	uarg_to_msgzc(uarg)->zerocopy = 0;
 }
 RVSOCK_EXPORT(rvsock_h_uarg_mark_copied);
+
+/*
+ * Lent pages: a send that attaches the sender's user pages to packets for a receiver on this
+ * machine and returns once the receiver read them (see rust/zerocopy.rs).  The notification
+ * counts the packets that still hold the pages; its last reference completes `done`.  `peer`
+ * is the socket the packets were queued on, held once set.
+ */
+struct rvsock_lent {
+	struct ubuf_info ubuf;
+	struct completion done;
+	struct sock *peer;
+};
+
+static void rvsock_lent_complete(struct sk_buff *skb, struct ubuf_info *uarg, bool success)
+{
+	struct rvsock_lent *l = container_of(uarg, struct rvsock_lent, ubuf);
+
+	/* complete() is the last access: the waiter frees the notification once it returns. */
+	if (refcount_dec_and_test(&uarg->refcnt))
+		complete(&l->done);
+}
+
+static const struct ubuf_info_ops rvsock_lent_ops = {
+	.complete = rvsock_lent_complete,
+};
+
+struct ubuf_info *rvsock_h_lent_alloc(void)
+{
+	struct rvsock_lent *l = kzalloc(sizeof(*l), GFP_KERNEL);
+
+	if (!l)
+		return NULL;
+	l->ubuf.ops = &rvsock_lent_ops;
+	l->ubuf.flags = SKBFL_ZEROCOPY_FRAG | SKBFL_DONT_ORPHAN;
+	refcount_set(&l->ubuf.refcnt, 1);
+	init_completion(&l->done);
+	return &l->ubuf;
+}
+RVSOCK_EXPORT(rvsock_h_lent_alloc);
+
+bool rvsock_h_lent_wait(struct ubuf_info *uarg, unsigned long timeout)
+{
+	return wait_for_completion_timeout(&container_of(uarg, struct rvsock_lent, ubuf)->done,
+					   timeout) != 0;
+}
+RVSOCK_EXPORT(rvsock_h_lent_wait);
+
+void rvsock_h_lent_free(struct ubuf_info *uarg)
+{
+	struct rvsock_lent *l = container_of(uarg, struct rvsock_lent, ubuf);
+
+	if (l->peer)
+		sock_put(l->peer);
+	kfree(l);
+}
+RVSOCK_EXPORT(rvsock_h_lent_free);
+
+void rvsock_h_lent_note_peer(struct sk_buff *skb, struct sock *sk)
+{
+	struct ubuf_info *uarg = skb_zcopy(skb);
+	struct rvsock_lent *l;
+
+	if (!uarg || uarg->ops != &rvsock_lent_ops)
+		return;
+	l = container_of(uarg, struct rvsock_lent, ubuf);
+	if (READ_ONCE(l->peer))
+		return;
+	sock_hold(sk);
+	if (cmpxchg(&l->peer, NULL, sk))
+		sock_put(sk);
+}
+RVSOCK_EXPORT(rvsock_h_lent_note_peer);
+
+struct sock *rvsock_h_lent_peer(struct ubuf_info *uarg)
+{
+	return READ_ONCE(container_of(uarg, struct rvsock_lent, ubuf)->peer);
+}
+RVSOCK_EXPORT(rvsock_h_lent_peer);
+
+bool rvsock_h_skb_zcopy_is(struct sk_buff *skb, const struct ubuf_info *uarg)
+{
+	return skb_zcopy(skb) == uarg;
+}
+RVSOCK_EXPORT(rvsock_h_skb_zcopy_is);
+
+bool rvsock_h_msg_user_backed(const struct msghdr *msg)
+{
+	return user_backed_iter(&msg->msg_iter);
+}
+RVSOCK_EXPORT(rvsock_h_msg_user_backed);
+
+void rvsock_h_msg_revert(struct msghdr *msg, size_t bytes)
+{
+	iov_iter_revert(&msg->msg_iter, bytes);
+}
+RVSOCK_EXPORT(rvsock_h_msg_revert);
 
 size_t rvsock_h_msg_data_left(const struct msghdr *msg)
 {

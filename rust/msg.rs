@@ -73,6 +73,19 @@ impl<'a> Msg<'a> {
         self.0.msg_iter.iov_offset
     }
 
+    /// Whether the data is in user memory (not kernel pages, as from `splice` or a kernel
+    /// socket).
+    pub(crate) fn user_backed(&self) -> bool {
+        // SAFETY: The message is valid (type invariant).
+        unsafe { sys::rvsock_h_msg_user_backed(&*self.0) }
+    }
+
+    /// Moves the data iterator `bytes` back, over data it consumed.
+    pub(crate) fn revert(&mut self, bytes: usize) {
+        // SAFETY: The message is valid (type invariant); callers revert only what they took.
+        unsafe { sys::rvsock_h_msg_revert(&mut *self.0, bytes) }
+    }
+
     /// The zerocopy notification io_uring supplies with the message (`msg_ubuf`), or null.
     pub(crate) fn ubuf(&self) -> *mut sys::ubuf_info {
         self.0.msg_ubuf

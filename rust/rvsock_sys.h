@@ -158,6 +158,7 @@ struct sk_buff *rvsock_h_alloc_skb(unsigned int headroom, unsigned int payload, 
 				   gfp_t gfp);
 void rvsock_h_skb_put_payload(struct sk_buff *skb, unsigned int len);
 void rvsock_h_kfree_skb(struct sk_buff *skb);
+void rvsock_h_consume_skb(struct sk_buff *skb);
 void rvsock_h_skb_orphan(struct sk_buff *skb);
 void rvsock_h_skb_set_destructor(struct sk_buff *skb, void (*fn)(struct sk_buff *skb));
 unsigned int rvsock_h_skb_tailroom(const struct sk_buff *skb);
@@ -166,6 +167,14 @@ void rvsock_h_skb_zcopy_set(struct sk_buff *skb, struct ubuf_info *uarg);
 void rvsock_h_net_zcopy_put(struct ubuf_info *uarg);
 void rvsock_h_net_zcopy_put_abort(struct ubuf_info *uarg, bool have_uref);
 void rvsock_h_uarg_mark_copied(struct ubuf_info *uarg);
+struct ubuf_info *rvsock_h_lent_alloc(void);
+bool rvsock_h_lent_wait(struct ubuf_info *uarg, unsigned long timeout);
+void rvsock_h_lent_free(struct ubuf_info *uarg);
+void rvsock_h_lent_note_peer(struct sk_buff *skb, struct sock *sk);
+struct sock *rvsock_h_lent_peer(struct ubuf_info *uarg);
+bool rvsock_h_skb_zcopy_is(struct sk_buff *skb, const struct ubuf_info *uarg);
+bool rvsock_h_msg_user_backed(const struct msghdr *msg);
+void rvsock_h_msg_revert(struct msghdr *msg, size_t bytes);
 size_t rvsock_h_msg_data_left(const struct msghdr *msg);
 int rvsock_h_iov_iter_npages(const struct msghdr *msg, int maxpages);
 

@@ -268,7 +268,7 @@ impl SkBuff {
     /// Frees the buffer as consumed (not dropped).
     pub(crate) fn consume(self) {
         // SAFETY: The buffer is owned (type invariant) and given up here.
-        unsafe { sys::consume_skb(self.into_raw()) };
+        unsafe { sys::rvsock_h_consume_skb(self.into_raw()) };
     }
 }
 
@@ -385,6 +385,18 @@ impl SkbList {
         SkbIter {
             next: self.head,
             _list: self,
+        }
+    }
+
+    /// Calls `f` on each buffer, first to last.
+    pub(crate) fn for_each_mut(&mut self, mut f: impl FnMut(&mut Skb)) {
+        let mut p = self.head;
+        while !p.is_null() {
+            // SAFETY: `p` is a valid buffer owned by the list (type invariant); `&mut self`
+            // makes the access exclusive, and `f` cannot unlink it.
+            let skb = unsafe { &mut *p.cast::<Skb>() };
+            p = skb.next();
+            f(skb);
         }
     }
 

@@ -8,12 +8,19 @@
 //! message fits in the credit granted and starts at a segment boundary; otherwise the data is
 //! copied and the completion says so (`SO_EE_CODE_ZEROCOPY_COPIED`).  io_uring supplies its
 //! own notification (`msg_ubuf`).
+//!
+//! [`Lent`] is rvsock's own use of the same mechanism, without the user asking: a large
+//! blocking send to a receiver on this machine attaches the sender's pages, and the call
+//! returns once the receiver copied them out (or, when it is slow to, once the packets it has
+//! not read got their own copies).  The bytes are then copied once instead of twice.
 
 use crate::kx::msg::Msg;
-use crate::kx::skb::SkBuff;
+use crate::kx::skb::{SkBuff, Skb};
 use crate::kx::sock::{ProtoSock, SockProto};
 use crate::kx::sys;
+use core::ptr::NonNull;
 use kernel::error::{code::*, to_result, Result};
+use kernel::types::ARef;
 
 /// The zerocopy plan of one `sendmsg` call.
 ///
@@ -25,6 +32,7 @@ pub(crate) struct Plan {
     uarg: *mut sys::ubuf_info,
     have_uref: bool,
     zerocopy: bool,
+    lent: bool,
 }
 
 impl Plan {
@@ -40,6 +48,7 @@ impl Plan {
             uarg: core::ptr::null_mut(),
             have_uref: false,
             zerocopy: false,
+            lent: false,
         };
         if !sk.flag(sys::sock_flags_SOCK_ZEROCOPY) {
             msg.clear_flags(sys::MSG_ZEROCOPY);
@@ -69,6 +78,18 @@ impl Plan {
         Ok(plan)
     }
 
+    /// The plan of a send whose pages are lent: every packet attaches them, under `lent`'s
+    /// notification, which outlives the plan.
+    pub(crate) fn lend(lent: &Lent) -> Self {
+        // INVARIANT: `lent` keeps its notification until the packets released it.
+        Plan {
+            uarg: lent.uarg.as_ptr(),
+            have_uref: false,
+            zerocopy: true,
+            lent: true,
+        }
+    }
+
     /// Whether the user pages are attached rather than copied.
     pub(crate) fn active(&self) -> bool {
         self.zerocopy
@@ -96,9 +117,10 @@ impl Plan {
             unsafe { sys::rvsock_h_skb_zcopy_set(skb.as_ptr(), self.uarg) };
         }
         if self.zerocopy {
+            let before = msg.data_left();
             // SAFETY: The buffer is charged to its socket (`skb->sk` set, as the function
             // needs), has no payload yet, and the iterator is the message's.
-            to_result(unsafe {
+            let r = to_result(unsafe {
                 sys::__zerocopy_sg_from_iter(
                     msg.as_ptr(),
                     core::ptr::null_mut(),
@@ -106,7 +128,16 @@ impl Plan {
                     msg.iter(),
                     n as usize,
                 )
-            })
+            });
+            if r.is_err() && self.lent {
+                // The user did not ask for zerocopy: give the bytes back to the iterator and
+                // let the caller copy them, with the errors a copy has.
+                msg.revert(before - msg.data_left());
+                self.zerocopy = false;
+                self.uarg = core::ptr::null_mut();
+                return Err(EAGAIN);
+            }
+            r
         } else {
             skb.fill_from_msg(msg, n)
         }
@@ -124,5 +155,118 @@ impl Plan {
                 }
             }
         }
+    }
+}
+
+/// The pages of one blocking send, lent to the receiving socket's queue.
+///
+/// The notification's first reference is the sender's, given up by [`Lent::sent`]; each
+/// packet holds one more.  Once all are gone the pages are free again and the send may
+/// return; [`Lent::settle`] makes sure that happens.
+///
+/// # Invariants
+///
+/// `uarg` is a notification from `rvsock_h_lent_alloc`, owned by this value; `released` says
+/// whether the sender's reference was given up; `done` whether the completion was seen.
+pub(crate) struct Lent {
+    uarg: NonNull<sys::ubuf_info>,
+    released: bool,
+    done: bool,
+}
+
+// SAFETY: The notification is only touched through the kernel's thread-safe functions.
+unsafe impl Send for Lent {}
+
+impl Lent {
+    /// A fresh notification, or `None` when memory is short (the send copies then).
+    pub(crate) fn new() -> Option<Self> {
+        // SAFETY: No preconditions.
+        let uarg = NonNull::new(unsafe { sys::rvsock_h_lent_alloc() })?;
+        // INVARIANT: A fresh notification holding the sender's reference.
+        Some(Lent {
+            uarg,
+            released: false,
+            done: false,
+        })
+    }
+
+    /// Records, at delivery, the socket whose queue `skb` joins, if `skb` lends pages.
+    pub(crate) fn note_receiver<P: SockProto>(skb: &Skb, sk: &ProtoSock<P>) {
+        // SAFETY: Both are valid; the function takes its own reference on the socket.
+        unsafe { sys::rvsock_h_lent_note_peer(skb.as_ptr(), sk.as_ptr()) };
+    }
+
+    /// Whether `skb` holds these pages.
+    pub(crate) fn holds(&self, skb: &Skb) -> bool {
+        // SAFETY: Both are valid.
+        unsafe { sys::rvsock_h_skb_zcopy_is(skb.as_ptr(), self.uarg.as_ptr()) }
+    }
+
+    /// Gives the pages in `skb` their own copy, so that it no longer holds the sender's.
+    pub(crate) fn copy_out(&self, skb: &mut Skb) -> Result {
+        if !self.holds(skb) {
+            return Ok(());
+        }
+        // SAFETY: `&mut Skb` is exclusive access to a buffer that is neither shared nor
+        // cloned (rvsock never clones); the copy drops its reference on the notification.
+        to_result(unsafe { sys::skb_copy_ubufs(skb.as_ptr(), sys::GFP_KERNEL) })
+    }
+
+    /// The socket the packets were queued on, if it is one of `sk`'s protocol.
+    pub(crate) fn receiver<P: SockProto>(&self, sk: &ProtoSock<P>) -> Option<ARef<ProtoSock<P>>> {
+        // SAFETY: The notification is valid (type invariant).
+        let peer = unsafe { sys::rvsock_h_lent_peer(self.uarg.as_ptr()) };
+        if peer.is_null() {
+            return None;
+        }
+        // SAFETY: `peer` is a valid socket on which the notification holds a reference.
+        if unsafe { (*peer).__sk_common.skc_prot } != unsafe { (*sk.as_ptr()).__sk_common.skc_prot }
+        {
+            return None;
+        }
+        // SAFETY: A socket of `sk`'s protocol is a `ProtoSock<P>` (one `struct proto` per
+        // registered `P`); the notification's reference keeps it alive during the borrow.
+        let peer = unsafe { ProtoSock::<P>::from_raw(peer) };
+        Some(peer.into())
+    }
+
+    /// The sender queued its last packet: gives up its own reference.
+    pub(crate) fn sent(&mut self) {
+        if !self.released {
+            self.released = true;
+            // SAFETY: The sender's reference is still held (type invariant).
+            unsafe { sys::rvsock_h_net_zcopy_put(self.uarg.as_ptr()) };
+        }
+    }
+
+    /// Waits up to `timeout` jiffies for the receiver to release the pages.
+    pub(crate) fn wait(&mut self, timeout: u64) -> bool {
+        if !self.done {
+            self.sent();
+            // SAFETY: The notification is valid (type invariant).
+            self.done = unsafe { sys::rvsock_h_lent_wait(self.uarg.as_ptr(), timeout as _) };
+        }
+        self.done
+    }
+
+    /// Returns once no packet holds the sender's pages: waits `patience` jiffies at a time,
+    /// and after each wait lets `copy_unread` give the packets still queued their own copy.
+    pub(crate) fn settle(mut self, patience: u64, mut copy_unread: impl FnMut(&Lent)) -> bool {
+        let mut copied = false;
+        while !self.wait(patience) {
+            copy_unread(&self);
+            copied = true;
+        }
+        copied
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        // Packets may still point to the user's pages: the call must not return before they
+        // are gone.  Callers settle first; this is the backstop.
+        while !self.wait(crate::kx::HZ) {}
+        // SAFETY: No packet holds the notification any more and we own it (type invariant).
+        unsafe { sys::rvsock_h_lent_free(self.uarg.as_ptr()) };
     }
 }

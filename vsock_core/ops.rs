@@ -634,7 +634,12 @@ impl SocketOps for Vsock {
         let (_, sk) = sock_sk(sock)?;
         let mut g = sk.lock();
         let stream = g.state().conn.sock_type == SockType::Stream;
-        let r = send(&mut g, msg, len);
+        let mut lent = None;
+        let r = send(&mut g, msg, len, &mut lent);
+        drop(g);
+        if let Some(lent) = lent {
+            tx::settle_lent(sk, lent);
+        }
         match r {
             Err(e) if stream => Err(sk.stream_error(msg.flags(), e)),
             r => r,
@@ -693,8 +698,14 @@ fn put_u64(buf: &mut [u8; 16], v: u64) -> usize {
     8
 }
 
-/// The send loop of `sendmsg` (`vsock_connectible_sendmsg`).
-fn send(g: &mut Guard<'_>, msg: &mut Msg<'_>, len: usize) -> Result<usize> {
+/// The send loop of `sendmsg` (`vsock_connectible_sendmsg`).  A send that lends its pages
+/// leaves the notification in `lent`, to settle once the socket lock is dropped.
+fn send(
+    g: &mut Guard<'_>,
+    msg: &mut Msg<'_>,
+    len: usize,
+    lent: &mut Option<crate::kx::zerocopy::Lent>,
+) -> Result<usize> {
     let sk = g.sock();
     let st = g.state();
     if msg.namelen() != 0 {
@@ -721,6 +732,9 @@ fn send(g: &mut Guard<'_>, msg: &mut Msg<'_>, len: usize) -> Result<usize> {
     }
     let seqpacket = st.conn.sock_type == SockType::SeqPacket;
     let mut timeo = sk.sndtimeo(msg.flags() & sys::MSG_DONTWAIT != 0);
+    if tx::may_lend(st, &t, msg, len, timeo) {
+        *lent = crate::kx::zerocopy::Lent::new();
+    }
     let mut total = 0usize;
     let mut failure = None;
     while total < len {
@@ -752,7 +766,7 @@ fn send(g: &mut Guard<'_>, msg: &mut Msg<'_>, len: usize) -> Result<usize> {
                 break;
             }
         }
-        match tx::send_data(sk, st, &t, msg, len - total) {
+        match tx::send_data(sk, st, &t, msg, len - total, lent.as_ref()) {
             Ok(n) => total += n,
             Err(e) => {
                 failure = Some(e);

@@ -67,6 +67,8 @@ fn deliver(core: &Core, t: &Arc<Transport>, mut skb: SkBuff, out: &mut Outbox) {
         out.rst_nosock(t, &hdr, Gfp::Atomic);
         return;
     }
+    // A send lending its pages settles with this socket if it is slow to read them.
+    crate::kx::zerocopy::Lent::note_receiver(&skb, &sk);
     // The transport is done with the packet: the sender's unsent count drops here.
     skb.orphan();
     let mut cb = skb.cb();

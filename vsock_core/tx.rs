@@ -9,7 +9,8 @@
 
 use crate::kx::msg::Msg;
 use crate::kx::skb::SkBuff;
-use crate::kx::zerocopy::Plan;
+use crate::kx::transport::features;
+use crate::kx::zerocopy::{Lent, Plan};
 use crate::kx::{sys, Gfp};
 use crate::proto::conn::{Reply, SockType};
 use crate::proto::errno::Errno;
@@ -161,13 +162,14 @@ pub(crate) fn reply(
 /// With `MSG_ZEROCOPY` on a socket with `SO_ZEROCOPY`, the user pages are attached to the
 /// packets instead of copied when the whole message fits the credit, and a completion is queued
 /// on the error queue once the peer consumed them (`SO_EE_CODE_ZEROCOPY_COPIED` when they were
-/// copied after all).
+/// copied after all).  With `lent`, they are attached under that notification instead.
 pub(crate) fn send_data(
     sk: &Vsk,
     st: &mut State,
     t: &Arc<Transport>,
     msg: &mut Msg<'_>,
     len: usize,
+    lent: Option<&Lent>,
 ) -> Result<usize> {
     send_pending_response(st);
     let want = len.min(u32::MAX as usize) as u32;
@@ -179,7 +181,11 @@ pub(crate) fn send_data(
         .unsent
         .fetch_add(granted, ::core::sync::atomic::Ordering::AcqRel);
 
-    let mut zc = match Plan::new(sk, t.desc.msgzerocopy, msg, granted) {
+    let plan = match lent {
+        Some(lent) => Ok(Plan::lend(lent)),
+        None => Plan::new(sk, t.desc.msgzerocopy, msg, granted),
+    };
+    let mut zc = match plan {
         Ok(zc) => zc,
         Err(e) => {
             st.conn.tx.unreserve(granted);
@@ -227,8 +233,15 @@ fn build_data_pkt(
 ) -> Result<SkBuff> {
     let mut skb = SkBuff::alloc_pkt(if zc.active() { 0 } else { n }, Gfp::Kernel)?;
     sk.charge_skb(&mut skb, n);
+    let mut filled = zc.fill(sk, &mut skb, msg, n);
+    if filled == Err(EAGAIN) {
+        // Lent pages that could not be attached: this packet copies, faults included.
+        skb = SkBuff::alloc_pkt(n, Gfp::Kernel)?;
+        sk.charge_skb(&mut skb, n);
+        filled = zc.fill(sk, &mut skb, msg, n);
+    }
     // A fault while filling makes the packet, and the send, fail with ENOMEM, as in Linux.
-    if zc.fill(sk, &mut skb, msg, n).is_err() {
+    if filled.is_err() {
         return Err(ENOMEM);
     }
     let mut flags = 0;
@@ -241,6 +254,66 @@ fn build_data_pkt(
     let hdr = sock_hdr(st, t, Op::Rw, flags, n);
     skb.set_hdr(&hdr);
     Ok(skb)
+}
+
+/// Blocking stream sends of at least this many bytes to a receiver on this machine lend their
+/// pages instead of copying them into packets: the receiver's read is then the only copy.
+const LEND_MIN: usize = 32 * 1024;
+
+/// Large sends that copy after a receiver left lent pages unread for [`LEND_PATIENCE`].
+const LEND_BACKOFF: u8 = 16;
+
+/// How long a send waits for its lent pages to be read before it copies them for the reader.
+const LEND_PATIENCE: u64 = if crate::kx::HZ >= 100 {
+    crate::kx::HZ / 100
+} else {
+    1
+};
+
+/// Whether a send of `len` bytes lends its pages (see [`Lent`]): a blocking stream send over a
+/// transport that keeps packets on this machine, from user memory, with no zerocopy of the
+/// user's own.
+pub(crate) fn may_lend(
+    st: &mut State,
+    t: &Transport,
+    msg: &Msg<'_>,
+    len: usize,
+    timeo: i64,
+) -> bool {
+    if st.conn.sock_type != SockType::Stream
+        || timeo == 0
+        || len < LEND_MIN
+        || t.desc.features & features::LOCAL == 0
+        || !t.desc.msgzerocopy
+        || msg.flags() & sys::MSG_ZEROCOPY != 0
+        || !msg.ubuf().is_null()
+        || !msg.user_backed()
+    {
+        return false;
+    }
+    if st.lend_backoff > 0 {
+        st.lend_backoff -= 1;
+        return false;
+    }
+    true
+}
+
+/// Returns once no packet holds a send's lent pages: the receiver read them, or, when it is slow
+/// to, the packets still queued on it got their own copy.  Then the next sends copy for a
+/// while.  No socket lock may be held (the receiver's is taken).
+pub(crate) fn settle_lent(sk: &Vsk, lent: Lent) {
+    let copied = lent.settle(LEND_PATIENCE, |lent| {
+        if let Some(peer) = lent.receiver(sk) {
+            let mut g = peer.lock();
+            g.state().rx.for_each_mut(|skb| {
+                // Out of memory, the packet keeps the pages and the next round tries again.
+                let _ = lent.copy_out(skb);
+            });
+        }
+    });
+    if copied {
+        sk.lock().state().lend_backoff = LEND_BACKOFF;
+    }
 }
 
 impl crate::vsk::Shared {

@@ -117,6 +117,9 @@ pub(crate) struct State {
     pub(crate) remote_raw: Option<[u8; SOCKADDR_VM_LEN]>,
     /// The connection was reset because its transport went away: reads report it.
     pub(crate) transport_gone: bool,
+    /// Large sends left that copy rather than lend their pages, after a receiver was slow to
+    /// read lent ones (see `tx::may_lend`).
+    pub(crate) lend_backoff: u8,
 }
 
 impl State {
@@ -138,6 +141,7 @@ impl State {
             pending_response: None,
             remote_raw: None,
             transport_gone: false,
+            lend_backoff: 0,
         }
     }
 

@@ -1761,6 +1761,61 @@ def _(c):
     c.check('child_bufsize_5000', lambda: a.send(b'q' * 10000, MSG_DONTWAIT))
 
 
+@sc('send.large')
+def _(c):
+    # Large blocking sends: the bytes arrive as they were when send() returned, whether the
+    # reader keeps up or comes late, and the sender may reuse its buffer at once (rvsock lends
+    # the sender's pages to a local reader for such sends; see rust/zerocopy.rs).
+    chunk = 65536
+
+    def fill(buf, i):
+        buf[:] = bytes([0x41 + i]) * chunk
+
+    def expect(n):
+        return b''.join(bytes([0x41 + i]) * chunk for i in range(n))
+
+    def run(k, n, reader_delay):
+        l, a, b = c.pair(k)
+        set_timeo(b, 10.0, None)
+        got = [None]
+        bg(reader_delay, lambda: got.__setitem__(0, recv_all(b, n * chunk, timeout=10)))
+        buf = bytearray(chunk)
+        sent = []
+        for i in range(n):
+            fill(buf, i)
+            sent.append(R(lambda: a.send(buf)))
+            buf[:] = b'Z' * chunk  # scribble over it as soon as send() returned
+        for _ in range(100):
+            if got[0] is not None:
+                break
+            time.sleep(0.1)
+        data = got[0] or b''
+        return 'sent=%s got=%d intact=%s' % (','.join(sorted(set(sent))), len(data),
+                                             'yes' if data == expect(n) else 'no')
+    c.check('reader_waiting', lambda: run(0, 16, 0.0))
+    c.check('reader_late', lambda: run(1, 3, 0.5))
+    c.check('reader_late_then_waiting', lambda: run(2, 12, 0.3))
+
+    # a fault in the middle of a large send: what was taken before it is sent, and intact
+    l, a, b = c.pair(3)
+    good = ctypes.create_string_buffer(b'\x61' * chunk, chunk)
+    iovs = (iovec * 2)()
+    iovs[0].iov_base = ctypes.cast(good, c_void_p)
+    iovs[0].iov_len = chunk
+    iovs[1].iov_base = 4096  # unmapped
+    iovs[1].iov_len = chunk
+    m = msghdr()
+    m.msg_iov = iovs
+    m.msg_iovlen = 2
+    c.check('fault_second_iov', lambda: _sys(c_sendmsg, fd_of(a), ctypes.byref(m), 0))
+    c.check('fault_second_iov.peer_got', lambda: (lambda d: 'len=%d intact=%s' % (
+        len(d), 'yes' if d == b'\x61' * len(d) else 'no'))(recv_all(b, chunk, timeout=2)))
+    c.check('fault_first_iov', lambda: _sys(c_sendmsg, fd_of(a), ctypes.byref(msghdr(
+        msg_iov=(iovec * 1)(iovec(4096, chunk)), msg_iovlen=1)), 0))
+    c.check('after_fault', lambda: a.send(b'\x62' * chunk))
+    c.check('after_fault.peer_got', lambda: len(recv_all(b, chunk, timeout=2)))
+
+
 @sc('send.eintr')
 def _(c):
     l, a, b = c.pair(0)
