@@ -4,8 +4,10 @@
  * cannot call.  The logic lives in Rust (the rust/ directory); nothing here decides anything.  They are
  * exported in namespace RVSOCK so that the transport modules share the core's copy.
  */
+#include <linux/sock_diag.h>
 #include <linux/srcu.h>
 #include <linux/utsname.h>
+#include <linux/vm_sockets_diag.h>
 #include "rvsock_sys.h"
 
 #define RVSOCK_EXPORT(sym) EXPORT_SYMBOL_NS_GPL(sym, RVSOCK)
@@ -513,3 +515,81 @@ const char *rvsock_h_kernel_release(void)
 	return init_utsname()->release;
 }
 RVSOCK_EXPORT(rvsock_h_kernel_release);
+
+/*
+ * sock_diag for AF_VSOCK (`ss --vsock`): the handler and the netlink framing are C, the walk over
+ * the sockets is Rust (rust/diag.rs), called through `rvsock_diag_dump_fn`.
+ */
+static int (*rvsock_diag_dump_fn)(struct sk_buff *skb, struct netlink_callback *cb);
+
+static int rvsock_diag_handler_dump(struct sk_buff *skb, struct nlmsghdr *h)
+{
+	struct netlink_dump_control c = { .dump = rvsock_diag_dump_fn };
+
+	if (nlmsg_len(h) < sizeof(struct vsock_diag_req))
+		return -EINVAL;
+	if (!(h->nlmsg_flags & NLM_F_DUMP))
+		return -EOPNOTSUPP;
+	return netlink_dump_start(sock_net(skb->sk)->diag_nlsk, skb, h, &c);
+}
+
+static const struct sock_diag_handler rvsock_diag_handler = {
+	.owner = THIS_MODULE,
+	.family = AF_VSOCK,
+	.dump = rvsock_diag_handler_dump,
+};
+
+int rvsock_h_diag_register(int (*dump)(struct sk_buff *skb, struct netlink_callback *cb))
+{
+	rvsock_diag_dump_fn = dump;
+	return sock_diag_register(&rvsock_diag_handler);
+}
+
+void rvsock_h_diag_unregister(void)
+{
+	sock_diag_unregister(&rvsock_diag_handler);
+}
+
+u32 rvsock_h_diag_states(const struct netlink_callback *cb)
+{
+	return ((const struct vsock_diag_req *)nlmsg_data(cb->nlh))->vdiag_states;
+}
+
+unsigned long rvsock_h_diag_cursor(const struct netlink_callback *cb)
+{
+	return cb->args[0];
+}
+
+void rvsock_h_diag_set_cursor(struct netlink_callback *cb, unsigned long cursor)
+{
+	cb->args[0] = cursor;
+}
+
+bool rvsock_h_diag_same_net(const struct sk_buff *skb, const struct sock *sk)
+{
+	return net_eq(sock_net(sk), sock_net(skb->sk));
+}
+
+int rvsock_h_diag_fill(struct sk_buff *skb, struct netlink_callback *cb, struct sock *sk,
+		       const struct rvsock_diag_row *row)
+{
+	struct vsock_diag_msg *rep;
+	struct nlmsghdr *nlh;
+
+	nlh = nlmsg_put(skb, NETLINK_CB(cb->skb).portid, cb->nlh->nlmsg_seq, SOCK_DIAG_BY_FAMILY,
+			sizeof(*rep), NLM_F_MULTI);
+	if (!nlh)
+		return -EMSGSIZE;
+	rep = nlmsg_data(nlh);
+	rep->vdiag_family = AF_VSOCK;
+	rep->vdiag_type = sk->sk_type;
+	rep->vdiag_state = sk->sk_state;
+	rep->vdiag_shutdown = sk->sk_shutdown;
+	rep->vdiag_src_cid = row->src_cid;
+	rep->vdiag_src_port = row->src_port;
+	rep->vdiag_dst_cid = row->dst_cid;
+	rep->vdiag_dst_port = row->dst_port;
+	rep->vdiag_ino = sock_i_ino(sk);
+	sock_diag_save_cookie(sk, rep->vdiag_cookie);
+	return 0;
+}

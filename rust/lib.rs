@@ -7,6 +7,7 @@
 //! whose invariants are documented; the socket family and the transports are written against
 //! these types.
 
+pub(crate) mod diag;
 pub(crate) mod global;
 pub(crate) mod ksock;
 pub(crate) mod misc;

@@ -21,6 +21,7 @@
 #include <linux/poll.h>
 #include <linux/random.h>
 #include <linux/sched/signal.h>
+#include <linux/netlink.h>
 #include <linux/skbuff.h>
 #include <linux/socket.h>
 #include <linux/sockptr.h>
@@ -201,5 +202,22 @@ struct net *rvsock_h_init_net(void);
 u32 rvsock_h_random_u32(void);
 bool rvsock_h_capable_net_bind_service(void);
 const char *rvsock_h_kernel_release(void);
+
+/* sock_diag (rust/diag.rs). */
+struct rvsock_diag_row {
+	u32 src_cid;
+	u32 src_port;
+	u32 dst_cid;
+	u32 dst_port;
+};
+
+int rvsock_h_diag_register(int (*dump)(struct sk_buff *skb, struct netlink_callback *cb));
+void rvsock_h_diag_unregister(void);
+u32 rvsock_h_diag_states(const struct netlink_callback *cb);
+unsigned long rvsock_h_diag_cursor(const struct netlink_callback *cb);
+void rvsock_h_diag_set_cursor(struct netlink_callback *cb, unsigned long cursor);
+bool rvsock_h_diag_same_net(const struct sk_buff *skb, const struct sock *sk);
+int rvsock_h_diag_fill(struct sk_buff *skb, struct netlink_callback *cb, struct sock *sk,
+		       const struct rvsock_diag_row *row);
 
 #endif /* RVSOCK_SYS_H */

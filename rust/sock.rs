@@ -418,6 +418,13 @@ impl<P: SockProto> ProtoSock<P> {
         unsafe { (*self.raw_mut()).__sk_common.skc_state = state };
     }
 
+    /// The `sk_state` mirror (a TCP state value), as lockless readers see it.
+    pub(crate) fn sk_state(&self) -> u8 {
+        // SAFETY: The socket is valid; a one-byte read races benignly with the writers, which
+        // hold the socket lock, as in C.
+        unsafe { core::ptr::read_volatile(&(*self.as_ptr()).__sk_common.skc_state) }
+    }
+
     /// Mirrors the local shutdown bits into `sk_shutdown`.
     pub(crate) fn set_sk_shutdown(&self, bits: u8) {
         // SAFETY: Written under the socket lock, as in C.

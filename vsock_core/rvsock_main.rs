@@ -23,6 +23,7 @@ mod kx;
 mod proto;
 
 mod dev;
+mod diag;
 mod ops;
 mod recv;
 mod registry;
@@ -31,6 +32,7 @@ mod table;
 mod tx;
 mod vsk;
 
+use kx::diag::DiagReg;
 use kx::global::ModuleGlobal;
 use kx::misc::MiscReg;
 use kx::sock::ProtoReg;
@@ -69,6 +71,7 @@ pub(crate) fn core() -> Option<&'static Core> {
 struct Rvsock {
     family: Option<Pin<KBox<FamilyReg<ops::VsockFamily>>>>,
     dev: Option<Pin<KBox<MiscReg<dev::VsockDev>>>>,
+    diag: Option<DiagReg<diag::VsockDiag>>,
 }
 
 impl kernel::Module for Rvsock {
@@ -88,6 +91,7 @@ impl kernel::Module for Rvsock {
         let mut this = Rvsock {
             family: None,
             dev: None,
+            diag: None,
         };
         match FamilyReg::register(AF_VSOCK as i32, module) {
             Ok(f) => this.family = Some(f),
@@ -99,6 +103,14 @@ impl kernel::Module for Rvsock {
             }
         }
         this.dev = Some(MiscReg::register(kernel::c_str!("vsock"), module)?);
+        // `ss --vsock`; without it (a handler of the C vsock_diag is left over) rvsock works on.
+        match DiagReg::register() {
+            Ok(d) => this.diag = Some(d),
+            Err(e) => pr_warn!(
+                "no sock_diag for AF_VSOCK ({:?}): `ss --vsock` lists nothing\n",
+                e
+            ),
+        }
         pr_info!("AF_VSOCK registered, /dev/vsock ready\n");
         Ok(this)
     }
@@ -108,6 +120,7 @@ impl Drop for Rvsock {
     fn drop(&mut self) {
         let was_up = self.dev.is_some();
         // Unregister the entry points first; then nothing can reach the core.
+        drop(self.diag.take());
         drop(self.dev.take());
         drop(self.family.take());
         // SAFETY: The family and the device are unregistered (their callbacks finished:

@@ -154,4 +154,46 @@ impl Tables {
         }
         n
     }
+
+    /// References to the sockets of both tables after the first `skip`, as many as `out` has
+    /// room for (it does not grow: the caller reserved capacity, as the lock is a spinlock).
+    /// Bound sockets come first, then connected ones that are not bound (accepted children),
+    /// in key order: the order in which `sock_diag` dumps resume.
+    pub(crate) fn collect_from(&mut self, skip: usize, out: &mut KVec<VskRef>) {
+        let Tables {
+            bound, connected, ..
+        } = self;
+        let mut seen = 0usize;
+        let mut add = |sk: &VskRef, out: &mut KVec<VskRef>| {
+            if seen >= skip && out.len() < out.capacity() {
+                // Within the reserved capacity: does not allocate.
+                let _ = out.push(sk.clone(), GFP_ATOMIC);
+            }
+            seen += 1;
+        };
+        for sk in bound.values() {
+            add(sk, out);
+        }
+        for (key, sk) in connected.iter() {
+            if !is_bound_at(bound, key.2, sk) {
+                add(sk, out);
+            }
+        }
+    }
+}
+
+/// Whether `sk` is in the bind table under port `port` (any CID).
+fn is_bound_at(bound: &mut RBTree<BindKey, VskRef>, port: u32, sk: &VskRef) -> bool {
+    let mut cursor = bound.cursor_lower_bound(&(port, 0));
+    while let Some(c) = cursor {
+        let (key, v) = c.current();
+        if key.0 != port {
+            return false;
+        }
+        if core::ptr::eq::<crate::vsk::Vsk>(&**v, &**sk) {
+            return true;
+        }
+        cursor = c.move_next();
+    }
+    false
 }

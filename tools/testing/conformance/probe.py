@@ -2864,43 +2864,62 @@ def _(c):
     l.close()
 
 
+def diag_dump(c, ports, names, states=0xFFFFFFFF):
+    """A SOCK_DIAG_BY_FAMILY dump for AF_VSOCK: one line per socket on `ports`, sorted, with
+    the socket named by `names` (inode -> name) where it is one of ours."""
+    ns = socket.socket(16, socket.SOCK_RAW | SOCK_CLOEXEC, 4)  # NETLINK_SOCK_DIAG
+    c.track(ns)
+    ns.settimeout(3)
+    req = struct.pack('<BBHIII2I', AF_VSOCK, 0, 0, states, 0, 0, 0, 0)
+    hdr = struct.pack('<IHHII', 16 + len(req), 20, 0x301, 1, 0)  # SOCK_DIAG_BY_FAMILY, DUMP
+    ns.send(hdr + req)
+    rows = []
+    while True:
+        data = ns.recv(65536)
+        off = 0
+        while off + 16 <= len(data):
+            ln, typ, _fl, _seq, _pid = struct.unpack_from('<IHHII', data, off)
+            if typ == 3:  # NLMSG_DONE
+                return rows
+            if typ == 2:  # NLMSG_ERROR
+                err = struct.unpack_from('<i', data, off + 16)[0]
+                return ['errno=' + ename(-err)]
+            fam, st, state, shut, sc_, sp, dc, dp, ino = struct.unpack_from(
+                '<BBBBIIIII', data, off + 16)
+            if sp in ports or dp in ports:
+                rows.append('%s:type=%d state=%d shutdown=%d src=%s:%s dst=%s:%s' % (
+                    names.get(ino, 'other'), st, state, shut, fcid(sc_), c.fport(sp),
+                    fcid(dc), c.fport(dp)))
+            off += (ln + 3) & ~3
+            if ln == 0:
+                break
+
+
 @sc('diag')
 def _(c):
     l, a, b = c.pair(0, client_port=1)
     b.shutdown(socket.SHUT_WR)
     settle()
     ports = {c.p(0), c.p(1)}
+    inos = {os.fstat(s.fileno()).st_ino: n for s, n in ((l, 'listener'), (a, 'client'),
+                                                         (b, 'accepted'))}
+    c.check('dump', lambda: ' ; '.join(sorted(diag_dump(c, ports, inos))) or 'empty')
+    c.check('dump.listening_only', lambda: ' ; '.join(sorted(
+        diag_dump(c, ports, inos, states=1 << 10))) or 'empty')  # TCP_LISTEN
+    # more sockets than one netlink buffer holds: the dump resumes where it stopped
+    l2 = c.listener(2, backlog=400)
+    socks = [l2]
+    for _ in range(300):
+        s = c.sock(timeo=None)
+        s.connect((CID_LOCAL, c.p(2)))
+        socks += [s, c.acc(l2, timeo=None)]
+    names = {os.fstat(s.fileno()).st_ino: 's%d' % i for i, s in enumerate(socks)}
 
-    def dump():
-        ns = socket.socket(16, socket.SOCK_RAW | SOCK_CLOEXEC, 4)  # NETLINK_SOCK_DIAG
-        c.track(ns)
-        ns.settimeout(3)
-        req = struct.pack('<BBHIII2I', AF_VSOCK, 0, 0, 0xFFFFFFFF, 0, 0, 0, 0)
-        hdr = struct.pack('<IHHII', 16 + len(req), 20, 0x301, 1, 0)  # SOCK_DIAG_BY_FAMILY, DUMP
-        ns.send(hdr + req)
-        rows = []
-        inos = {os.fstat(s.fileno()).st_ino: n for s, n in ((l, 'listener'), (a, 'client'),
-                                                             (b, 'accepted'))}
-        while True:
-            data = ns.recv(65536)
-            off = 0
-            while off + 16 <= len(data):
-                ln, typ, _fl, _seq, _pid = struct.unpack_from('<IHHII', data, off)
-                if typ == 3:  # NLMSG_DONE
-                    return ' ; '.join(sorted(rows)) or 'empty'
-                if typ == 2:  # NLMSG_ERROR
-                    err = struct.unpack_from('<i', data, off + 16)[0]
-                    return 'errno=' + ename(-err)
-                fam, st, state, shut, sc_, sp, dc, dp, ino = struct.unpack_from(
-                    '<BBBBIIIII', data, off + 16)
-                if sp in ports or dp in ports:
-                    rows.append('%s:type=%d state=%d shutdown=%d src=%s:%s dst=%s:%s' % (
-                        inos.get(ino, 'other'), st, state, shut, fcid(sc_), c.fport(sp),
-                        fcid(dc), c.fport(dp)))
-                off += (ln + 3) & ~3
-                if ln == 0:
-                    break
-    c.check('dump', dump)
+    def many():
+        rows = diag_dump(c, {c.p(2)}, names)
+        return 'rows=%d distinct=%d unnamed=%d' % (len(rows), len(set(rows)),
+                                                  sum(r.startswith('other:') for r in rows))
+    c.check('dump.many', many)
 
 
 # ==== 18. connecting state, held with a stalled loopback worker ==================================
