@@ -105,6 +105,10 @@ impl Plan {
     }
 
     /// Fills `skb` (fresh, charged to `sk`) with the next `n` bytes of `msg`.
+    ///
+    /// `EAGAIN` when lent pages could not be attached (a fault, or more pages than fragments):
+    /// the iterator is back where it was, and the plan copies from then on, so the caller
+    /// fills a fresh buffer again.
     pub(crate) fn fill<P: SockProto>(
         &mut self,
         _sk: &ProtoSock<P>,
