@@ -1,10 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `sock_diag` dumps of AF_VSOCK sockets (`net/vmw_vsock/diag.c`): `ss --vsock` lists what is
-//! in the bind and connected tables, in the requester's network namespace, filtered by state.
-//!
-//! Unlike Linux, a socket that was never bound nor connected is in no table, so it is not
-//! listed (Linux lists it as unbound, `*:*` in state `TCP_CLOSE`).
+//! `sock_diag` dumps of AF_VSOCK sockets (`net/vmw_vsock/diag.c`): `ss --vsock` lists the
+//! bound, unbound and connected sockets of the requester's network namespace, filtered by
+//! state.
 
 use crate::kx::diag::{DiagDump, DiagRow, Dump};
 use crate::vsk::VskRef;

@@ -114,6 +114,10 @@ pub(crate) fn remove_sock(core: &Core, g: &mut Guard<'_>) {
             let old = core.tables.lock().unbind(&key);
             drop(old);
         }
+        if let Some(id) = st.unbound.take() {
+            let old = core.tables.lock().remove_unbound(id);
+            drop(old);
+        }
     }
 }
 
@@ -130,14 +134,19 @@ fn bind_sk(core: &Core, g: &mut Guard<'_>, addr: VsockAddr) -> Result {
     }
     let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
     let me: VskRef = ARef::from(g.sock());
-    let key = core
-        .tables
-        .lock()
-        .bind(VsockAddr::new(addr.cid, addr.port), me, node)
-        .map_err(err)?;
+    let unbound = g.state().unbound;
+    let (key, listed) = {
+        let mut tables = core.tables.lock();
+        let key = tables
+            .bind(VsockAddr::new(addr.cid, addr.port), me, node)
+            .map_err(err)?;
+        (key, unbound.and_then(|id| tables.remove_unbound(id)))
+    };
+    drop(listed);
     let st = g.state();
     st.local = VsockAddr::new(key.1, key.0);
     st.bound = Some(key);
+    st.unbound = None;
     Ok(())
 }
 
@@ -303,7 +312,11 @@ impl Family for VsockFamily {
             SockType::SeqPacket => &core.seqpacket_ops,
         });
         sock.set_state(SocketState::Unconnected);
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         let sk = alloc_sock(core, net, Some(sock), ty, Gfp::Kernel, kern, State::new(ty))?;
+        // Listed as unbound for `sock_diag` until it is bound or released.
+        let id = core.tables.lock().insert_unbound(sk.clone(), node);
+        sk.lock().state().unbound = Some(id);
         sock.set_flag(sys::SOCK_CUSTOM_SOCKOPT);
         Vsk::attach(sk);
         Ok(())

@@ -11,6 +11,7 @@ use crate::proto::addr::{VsockAddr, VMADDR_CID_ANY, VMADDR_PORT_ANY};
 use crate::proto::errno::Errno;
 use crate::proto::ports::{bound_matches, Ephemeral};
 use crate::vsk::VskRef;
+use core::num::NonZeroU64;
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
 
@@ -23,11 +24,17 @@ pub(crate) type ConnKey = (u32, u32, u32);
 pub(crate) type BindNode = RBTreeNodeReservation<BindKey, VskRef>;
 /// A node reserved for a connected-table insertion.
 pub(crate) type ConnNode = RBTreeNodeReservation<ConnKey, VskRef>;
+/// A node reserved for the list of unbound sockets.
+pub(crate) type UnboundNode = RBTreeNodeReservation<u64, VskRef>;
 
-/// Both tables and the ephemeral port counter.
+/// Both tables, the unbound sockets and the ephemeral port counter.
 pub(crate) struct Tables {
     bound: RBTree<BindKey, VskRef>,
     connected: RBTree<ConnKey, VskRef>,
+    /// Sockets made by `socket()` and not bound yet, by creation number (Linux keeps them in
+    /// `vsock_unbound_sockets`); only `sock_diag` walks them.
+    unbound: RBTree<u64, VskRef>,
+    created: u64,
     ports: Ephemeral,
 }
 
@@ -37,6 +44,8 @@ impl Tables {
         Tables {
             bound: RBTree::new(),
             connected: RBTree::new(),
+            unbound: RBTree::new(),
+            created: 0,
             ports: Ephemeral::new(seed),
         }
     }
@@ -91,6 +100,20 @@ impl Tables {
     /// Removes a binding; the caller drops the returned reference outside the lock.
     pub(crate) fn unbind(&mut self, key: &BindKey) -> Option<VskRef> {
         self.bound.remove(key)
+    }
+
+    /// Lists a new, unbound socket; returns the number to remove it by.
+    pub(crate) fn insert_unbound(&mut self, sk: VskRef, node: UnboundNode) -> NonZeroU64 {
+        self.created = self.created.wrapping_add(1);
+        let id = NonZeroU64::new(self.created).unwrap_or(NonZeroU64::MIN);
+        self.unbound.insert(node.into_node(id.get(), sk));
+        id
+    }
+
+    /// Unlists a socket that got bound or was released; the caller drops the returned
+    /// reference outside the lock.
+    pub(crate) fn remove_unbound(&mut self, id: NonZeroU64) -> Option<VskRef> {
+        self.unbound.remove(&id.get())
     }
 
     /// The connected socket whose peer is `src` and whose local port is `dst_port`.
@@ -157,11 +180,14 @@ impl Tables {
 
     /// References to the sockets of both tables after the first `skip`, as many as `out` has
     /// room for (it does not grow: the caller reserved capacity, as the lock is a spinlock).
-    /// Bound sockets come first, then connected ones that are not bound (accepted children),
-    /// in key order: the order in which `sock_diag` dumps resume.
+    /// Bound sockets come first, then unbound ones, then connected ones that are not bound
+    /// (accepted children), each in key order: the order in which `sock_diag` dumps resume.
     pub(crate) fn collect_from(&mut self, skip: usize, out: &mut KVec<VskRef>) {
         let Tables {
-            bound, connected, ..
+            bound,
+            connected,
+            unbound,
+            ..
         } = self;
         let mut seen = 0usize;
         let mut add = |sk: &VskRef, out: &mut KVec<VskRef>| {
@@ -171,7 +197,7 @@ impl Tables {
             }
             seen += 1;
         };
-        for sk in bound.values() {
+        for sk in Iterator::chain(bound.values(), unbound.values()) {
             add(sk, out);
         }
         for (key, sk) in connected.iter() {

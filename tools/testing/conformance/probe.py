@@ -2906,6 +2906,19 @@ def _(c):
     c.check('dump', lambda: ' ; '.join(sorted(diag_dump(c, ports, inos))) or 'empty')
     c.check('dump.listening_only', lambda: ' ; '.join(sorted(
         diag_dump(c, ports, inos, states=1 << 10))) or 'empty')  # TCP_LISTEN
+    # sockets not bound yet are listed too; binding moves them, closing removes them
+    u = c.sock()
+    v = c.sock(SEQ)
+    un = {os.fstat(u.fileno()).st_ino: 'unbound', os.fstat(v.fileno()).st_ino: 'unbound_seq'}
+
+    def mine(names, port):
+        return ' ; '.join(sorted(r for r in diag_dump(c, {0xFFFFFFFF, port}, names)
+                                 if not r.startswith('other:'))) or 'empty'
+    c.check('dump.unbound', lambda: mine(un, c.p(3)))
+    u.bind((CID_ANY, c.p(3)))
+    c.check('dump.unbound_then_bound', lambda: mine(un, c.p(3)))
+    v.close()
+    c.check('dump.unbound_closed', lambda: mine(un, c.p(3)))
     # more sockets than one netlink buffer holds: the dump resumes where it stopped
     l2 = c.listener(2, backlog=400)
     socks = [l2]
