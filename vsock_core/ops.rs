@@ -110,14 +110,12 @@ pub(crate) fn remove_sock(core: &Core, g: &mut Guard<'_>) {
     unhash_connected(core, g);
     let st = g.state();
     if st.dead {
-        if let Some(key) = st.bound.take() {
-            let old = core.tables.lock().unbind(&key);
-            drop(old);
-        }
-        if let Some(id) = st.unbound.take() {
-            let old = core.tables.lock().remove_unbound(id);
-            drop(old);
-        }
+        let old = match st.bound.take() {
+            Some(key) => core.tables.lock().unbind(&key),
+            // Never bound: it may be listed as unbound.
+            None => core.tables.lock().remove_unbound(g.sock()),
+        };
+        drop(old);
     }
 }
 
@@ -134,19 +132,17 @@ fn bind_sk(core: &Core, g: &mut Guard<'_>, addr: VsockAddr) -> Result {
     }
     let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
     let me: VskRef = ARef::from(g.sock());
-    let unbound = g.state().unbound;
     let (key, listed) = {
         let mut tables = core.tables.lock();
         let key = tables
             .bind(VsockAddr::new(addr.cid, addr.port), me, node)
             .map_err(err)?;
-        (key, unbound.and_then(|id| tables.remove_unbound(id)))
+        (key, tables.remove_unbound(g.sock()))
     };
     drop(listed);
     let st = g.state();
     st.local = VsockAddr::new(key.1, key.0);
     st.bound = Some(key);
-    st.unbound = None;
     Ok(())
 }
 
@@ -315,8 +311,7 @@ impl Family for VsockFamily {
         let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         let sk = alloc_sock(core, net, Some(sock), ty, Gfp::Kernel, kern, State::new(ty))?;
         // Listed as unbound for `sock_diag` until it is bound or released.
-        let id = core.tables.lock().insert_unbound(sk.clone(), node);
-        sk.lock().state().unbound = Some(id);
+        core.tables.lock().insert_unbound(sk.clone(), node);
         sock.set_flag(sys::SOCK_CUSTOM_SOCKOPT);
         Vsk::attach(sk);
         Ok(())

@@ -11,7 +11,6 @@ use crate::proto::addr::{VsockAddr, VMADDR_CID_ANY, VMADDR_PORT_ANY};
 use crate::proto::errno::Errno;
 use crate::proto::ports::{bound_matches, Ephemeral};
 use crate::vsk::VskRef;
-use core::num::NonZeroU64;
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
 
@@ -25,16 +24,16 @@ pub(crate) type BindNode = RBTreeNodeReservation<BindKey, VskRef>;
 /// A node reserved for a connected-table insertion.
 pub(crate) type ConnNode = RBTreeNodeReservation<ConnKey, VskRef>;
 /// A node reserved for the list of unbound sockets.
-pub(crate) type UnboundNode = RBTreeNodeReservation<u64, VskRef>;
+pub(crate) type UnboundNode = RBTreeNodeReservation<usize, VskRef>;
 
 /// Both tables, the unbound sockets and the ephemeral port counter.
 pub(crate) struct Tables {
     bound: RBTree<BindKey, VskRef>,
     connected: RBTree<ConnKey, VskRef>,
-    /// Sockets made by `socket()` and not bound yet, by creation number (Linux keeps them in
-    /// `vsock_unbound_sockets`); only `sock_diag` walks them.
-    unbound: RBTree<u64, VskRef>,
-    created: u64,
+    /// Sockets made by `socket()` and not bound yet, by address (Linux keeps them in
+    /// `vsock_unbound_sockets`); only `sock_diag` walks them.  The entry's reference keeps the
+    /// address from being reused while it is listed.
+    unbound: RBTree<usize, VskRef>,
     ports: Ephemeral,
 }
 
@@ -45,7 +44,6 @@ impl Tables {
             bound: RBTree::new(),
             connected: RBTree::new(),
             unbound: RBTree::new(),
-            created: 0,
             ports: Ephemeral::new(seed),
         }
     }
@@ -102,18 +100,16 @@ impl Tables {
         self.bound.remove(key)
     }
 
-    /// Lists a new, unbound socket; returns the number to remove it by.
-    pub(crate) fn insert_unbound(&mut self, sk: VskRef, node: UnboundNode) -> NonZeroU64 {
-        self.created = self.created.wrapping_add(1);
-        let id = NonZeroU64::new(self.created).unwrap_or(NonZeroU64::MIN);
-        self.unbound.insert(node.into_node(id.get(), sk));
-        id
+    /// Lists a new, unbound socket.
+    pub(crate) fn insert_unbound(&mut self, sk: VskRef, node: UnboundNode) {
+        let key = unbound_key(&sk);
+        self.unbound.insert(node.into_node(key, sk));
     }
 
-    /// Unlists a socket that got bound or was released; the caller drops the returned
-    /// reference outside the lock.
-    pub(crate) fn remove_unbound(&mut self, id: NonZeroU64) -> Option<VskRef> {
-        self.unbound.remove(&id.get())
+    /// Unlists a socket that got bound or was released, if it is listed; the caller drops the
+    /// returned reference outside the lock.
+    pub(crate) fn remove_unbound(&mut self, sk: &crate::vsk::Vsk) -> Option<VskRef> {
+        self.unbound.remove(&unbound_key(sk))
     }
 
     /// The connected socket whose peer is `src` and whose local port is `dst_port`.
@@ -206,6 +202,10 @@ impl Tables {
             }
         }
     }
+}
+
+fn unbound_key(sk: &crate::vsk::Vsk) -> usize {
+    sk.as_ptr() as usize
 }
 
 /// Whether `sk` is in the bind table under port `port` (any CID).

@@ -107,8 +107,6 @@ pub(crate) struct State {
     pub(crate) accept_q: AcceptQueue,
     /// The key it is in the bind table under.
     pub(crate) bound: Option<BindKey>,
-    /// Its number in the list of unbound sockets, while it is there.
-    pub(crate) unbound: Option<core::num::NonZeroU64>,
     /// The key it is in the connected table under.
     pub(crate) connected: Option<ConnKey>,
     /// Released by its owner (`SOCK_DEAD`).
@@ -138,7 +136,6 @@ impl State {
             rx: SkbList::new(),
             accept_q: AcceptQueue::new(),
             bound: None,
-            unbound: None,
             connected: None,
             dead: false,
             pending_response: None,
