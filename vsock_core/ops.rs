@@ -545,6 +545,8 @@ impl SocketOps for Vsock {
             return Err(err(Errno::ENOTCONN));
         }
         sock.set_state(SocketState::Disconnecting);
+        // An accepted child whose RESPONSE the listener has not sent yet: it goes first.
+        tx::send_pending_response(g.state());
         let has_transport = g.state().transport.is_some();
         let fx = g.state().conn.shutdown(mode as u8, has_transport);
         let mut out = Outbox::new();

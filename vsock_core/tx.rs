@@ -145,6 +145,10 @@ pub(crate) fn reply(
     match r {
         Reply::Sock { op, flags } => {
             if let Ok((t, skb)) = ctrl_pkt(st, op, flags, gfp) {
+                // A child's RESPONSE goes before anything else it sends.
+                if let Some(response) = st.pending_response.take() {
+                    out.push(&t, response);
+                }
                 out.push(&t, skb);
             }
         }

@@ -1423,6 +1423,41 @@ def _(c):
     c.check('seqpacket.shut_wr.peer_recv', lambda: b.recv(10))
     c.check('seqpacket.shut_wr.peer_recv_eof', lambda: b.recv(10))
 
+    # a server that shuts down right after accept, racing the connect's completion: the
+    # connecting side must see the connection established first, never a protocol error
+    l = c.listener(3, backlog=64)
+    done = []
+
+    def server():
+        for _ in range(200):
+            try:
+                s, _a = l.accept()
+            except OSError:
+                return
+            try:
+                s.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+            done.append(s)
+    t = threading.Thread(target=server, daemon=True)
+    t.start()
+
+    def race():
+        errs = {}
+        for _ in range(200):
+            s = socket.socket(AF_VSOCK, STREAM)
+            set_timeo(s, 3, 3)
+            try:
+                s.connect((CID_LOCAL, c.p(3)))
+            except OSError as e:
+                errs[ename(e.errno)] = errs.get(ename(e.errno), 0) + 1
+            s.close()
+        t.join(10)
+        for s in done:
+            s.close()
+        return 'errors=%s' % (','.join('%s:%d' % kv for kv in sorted(errs.items())) or 'none')
+    c.check('shut_rd_after_accept_race', race)
+
 
 # ==== 8. send / recv ==========================================================================
 
