@@ -199,18 +199,23 @@ pub(crate) fn send_data(
     };
     let max_pkt = zc.max_packet(MAX_PKT_PAYLOAD);
     let mut rest = granted;
+    // Unsent bytes no packet carries: a failed packet that was handed to the transport took
+    // its own back when it was freed.
+    let mut uncarried = 0;
     let mut err = None;
     while rest > 0 {
         let n = rest.min(max_pkt);
         match build_data_pkt(sk, st, t, msg, n, &mut zc) {
             Ok(skb) => {
                 if let Err(e) = t.ops.send_pkt(skb) {
+                    uncarried = rest - n;
                     err = Some(e);
                     break;
                 }
                 rest -= n;
             }
             Err(e) => {
+                uncarried = rest;
                 err = Some(e);
                 break;
             }
@@ -218,7 +223,7 @@ pub(crate) fn send_data(
     }
     if rest > 0 {
         st.conn.tx.unreserve(rest);
-        sk.data().skb_unsent_sub(rest);
+        sk.data().skb_unsent_sub(uncarried);
     }
     zc.finish(granted - rest);
     match err {
@@ -235,19 +240,24 @@ fn build_data_pkt(
     n: u32,
     zc: &mut Plan,
 ) -> Result<SkBuff> {
+    // Charged with no unsent bytes until it is built: a packet dropped here must not take back
+    // bytes that the caller takes back itself.
     let mut skb = SkBuff::alloc_pkt(if zc.active() { 0 } else { n }, Gfp::Kernel)?;
-    sk.charge_skb(&mut skb, n);
+    sk.charge_skb(&mut skb, 0);
     let mut filled = zc.fill(sk, &mut skb, msg, n);
     if filled == Err(EAGAIN) {
         // Lent pages that could not be attached: this packet copies, faults included.
         skb = SkBuff::alloc_pkt(n, Gfp::Kernel)?;
-        sk.charge_skb(&mut skb, n);
+        sk.charge_skb(&mut skb, 0);
         filled = zc.fill(sk, &mut skb, msg, n);
     }
     // A fault while filling makes the packet, and the send, fail with ENOMEM, as in Linux.
     if filled.is_err() {
         return Err(ENOMEM);
     }
+    let mut cb = skb.cb();
+    cb.unsent = n;
+    skb.set_cb(cb);
     let mut flags = 0;
     if st.conn.sock_type == SockType::SeqPacket && msg.data_left() == 0 {
         flags |= SEQ_EOM;
