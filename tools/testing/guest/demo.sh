@@ -45,6 +45,10 @@ else
 		2>"$work/server.err" &
 	server=$!
 	snooze 0.5
+	if command -v ss >/dev/null; then
+		say "ss --vsock -l                      (sock_diag, answered by rvsock.ko)"
+		ss --vsock -l 2>&1 | sed -e 's/^/demo|   /'
+	fi
 	say "client: ncat --vsock 1 1234         (connecting to VMADDR_CID_LOCAL, port 1234)"
 	crc=0
 	for _ in 1 2 3 4 5 6 7 8 9 10; do
