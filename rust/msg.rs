@@ -81,8 +81,13 @@ impl<'a> Msg<'a> {
     }
 
     /// Moves the data iterator `bytes` back, over data it consumed.
-    pub(crate) fn revert(&mut self, bytes: usize) {
-        // SAFETY: The message is valid (type invariant); callers revert only what they took.
+    ///
+    /// # Safety
+    ///
+    /// The iterator must have advanced by at least `bytes` since the message was passed in:
+    /// going back further would walk off the start of its segment array.
+    pub(crate) unsafe fn revert(&mut self, bytes: usize) {
+        // SAFETY: The message is valid (type invariant); the caller bounds `bytes`.
         unsafe { sys::rvsock_h_msg_revert(&mut *self.0, bytes) }
     }
 

@@ -136,7 +136,8 @@ impl Plan {
             if r.is_err() && self.lent {
                 // The user did not ask for zerocopy: give the bytes back to the iterator and
                 // let the caller copy them, with the errors a copy has.
-                msg.revert(before - msg.data_left());
+                // SAFETY: The iterator advanced by exactly this much in the call above.
+                unsafe { msg.revert(before - msg.data_left()) };
                 self.zerocopy = false;
                 self.uarg = core::ptr::null_mut();
                 return Err(EAGAIN);
