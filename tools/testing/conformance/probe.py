@@ -425,6 +425,14 @@ def bg(delay, fn):
     return t
 
 
+def waited(fn, at_least):
+    """Runs fn (a call expected to block); returns '<result> waited=yes|no', yes when it took at
+    least `at_least` seconds."""
+    t0 = time.monotonic()
+    r = R(fn)
+    return '%s waited=%s' % (r, 'yes' if time.monotonic() - t0 >= at_least else 'no')
+
+
 def with_sigpipe(fn):
     """Runs fn with SIGPIPE blocked; returns '<result> sigpipe=yes|no'."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
@@ -1276,11 +1284,7 @@ def _(c):
     l.setblocking(True)
     set_timeo(l, 0.2, None)
 
-    def timed():
-        t0 = time.monotonic()
-        r = R(lambda: acc_r(c, l))
-        return '%s waited=%s' % (r, 'yes' if time.monotonic() - t0 >= 0.15 else 'no')
-    c.check('rcvtimeo', timed)
+    c.check('rcvtimeo', lambda: waited(lambda: acc_r(c, l), 0.15))
     c.check('not_listening.fresh', lambda: acc_r(c, c.sock()))
     b = c.sock()
     b.bind((CID_ANY, c.p(1)))
@@ -1510,11 +1514,7 @@ def _(c):
     c.check('unconnected.errqueue_empty', lambda: recvmsg_raw(s, 10, MSG_ERRQUEUE, 64))
     set_timeo(cl, 0.2, None)
 
-    def timed():
-        t0 = time.monotonic()
-        r = R(lambda: cl.recv(10))
-        return '%s waited=%s' % (r, 'yes' if time.monotonic() - t0 >= 0.15 else 'no')
-    c.check('connected.rcvtimeo', timed)
+    c.check('connected.rcvtimeo', lambda: waited(lambda: cl.recv(10), 0.15))
     cl.setblocking(False)
     c.check('connected.nonblocking_fd', lambda: cl.recv(10))
     cl.setblocking(True)
@@ -1634,11 +1634,7 @@ def _(c):
     settle()
     set_timeo(a, 0.3, None)
 
-    def timed():
-        t0 = time.monotonic()
-        r = R(lambda: a.recv(100))
-        return '%s waited=%s' % (r, 'yes' if time.monotonic() - t0 >= 0.25 else 'no')
-    c.check('below.recv_blocking', timed)
+    c.check('below.recv_blocking', lambda: waited(lambda: a.recv(100), 0.25))
     b.send(b'1234567890AB')
     settle()
     c.check('above.poll', lambda: pmask(a))
@@ -1719,11 +1715,7 @@ def _(c):
     c.check('full.peer_poll', lambda: pmask(b))
     set_timeo(a, None, 0.2)
 
-    def timed():
-        t0 = time.monotonic()
-        r = R(lambda: a.send(b'x' * 10))
-        return '%s waited=%s' % (r, 'yes' if time.monotonic() - t0 >= 0.15 else 'no')
-    c.check('full.sndtimeo', timed)
+    c.check('full.sndtimeo', lambda: waited(lambda: a.send(b'x' * 10), 0.15))
     got = recv_all(b, 100000)
     settle()
     c.check('after_peer_read_100000', lambda: 'read=%d ' % len(got) +
