@@ -30,6 +30,9 @@ from dataclasses import dataclass
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TESTING = os.path.join(TOP, "tools", "testing")
+sys.path.insert(0, TESTING)
+from procgroup import kill_group  # noqa: E402
+
 OUTDIR = os.path.join(TOP, "target", "check")
 LOGDIR = os.path.join(OUTDIR, "logs")
 VMDIR = os.path.join(OUTDIR, "vm")
@@ -109,13 +112,13 @@ def run_logged(argv, logfile, timeout, env=None, echo_re=None):
                     rc = proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     if time.monotonic() - t0 > timeout:
-                        _kill_group(proc)
+                        kill_group(proc, grace=25)
                         log.write("\n*** killed after %d s (timeout) ***\n" % timeout)
                         break
                     progress("  ... %s: %d s" % (os.path.basename(argv[0]),
                                                  time.monotonic() - t0))
         except KeyboardInterrupt:
-            _kill_group(proc)
+            kill_group(proc, grace=25)
             log.write("\n*** interrupted ***\n")
             raise
         pump.join(timeout=10)
@@ -129,19 +132,6 @@ def _pump(stream, log, echo_re):
         log.flush()
         if echo_re and re.search(echo_re, line):
             print("    " + line.rstrip(), flush=True)
-
-
-def _kill_group(proc):
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=25)
-            return
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def tail(path, n=EXCERPT_LINES):

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import time
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 BENCH = os.path.join(TOP, "tools", "testing", "bench")
 TESTING = os.path.join(TOP, "tools", "testing")
+sys.path.insert(0, TESTING)
+from procgroup import kill_group  # noqa: E402
 OUTROOT = os.path.join(TOP, "target", "bench")
 FRAGMENT = os.path.join(TESTING, "kernel", "bench.config")
 CACHE = os.environ.get("RVSOCK_CACHE", "/var/cache/rvsock")
@@ -112,19 +113,6 @@ def wait_bounded(proc, timeout, name):
     except KeyboardInterrupt:
         kill_group(proc)
         raise
-
-
-def kill_group(proc):
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=30)
-            return
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def tail(path, n):
