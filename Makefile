@@ -11,6 +11,8 @@
 #   make demo              set up, build, boot the test kernel and show rvsock working
 #   make check             the whole test suite (what CI runs)
 #   make bench             rvsock against the upstream C stack, same boot
+#   make stress            the long stress suite (make check runs its short form)
+#   make fuzz-kernel       the in-kernel packet fuzzer, 1,000,000 packets (make check: 100,000)
 #   make clippy            the module build under clippy
 #   make fmt / fmt-check   rustfmt over every Rust source
 
@@ -32,7 +34,8 @@ KMAKE = $(MAKE) -C $(KDIR) M=$(TOP) LLVM=$(LLVM) RUSTC=$(KRUSTC) BINDGEN=$(KBIND
 # Every Rust source file of the modules and the host crates.
 RUST_SOURCES = $(shell git -C $(TOP) ls-files --cached --others --exclude-standard '*.rs')
 
-.PHONY: all modules clippy clean kdir setup kernel demo check bench fmt fmt-check
+.PHONY: all modules clippy clean kdir setup kernel demo check bench fmt fmt-check stress \
+	fuzz-kernel
 
 all: modules
 
@@ -63,6 +66,16 @@ check:
 
 bench:
 	$(TOP)/tools/testing/bench/bench.py
+
+# The long forms of two guest suites, each in one boot, followed by the unload and dmesg checks.
+stress:
+	RVSOCK_STRESS=full RVSOCK_VM_TIMEOUT=$${RVSOCK_VM_TIMEOUT:-3600} \
+		$(TOP)/tools/testing/check.py --only setup,build,stress,unload,dmesg
+
+FUZZ_PACKETS ?= 1000000
+fuzz-kernel:
+	RVSOCK_FUZZ_PACKETS=$(FUZZ_PACKETS) RVSOCK_VM_TIMEOUT=$${RVSOCK_VM_TIMEOUT:-3600} \
+		$(TOP)/tools/testing/check.py --only setup,build,fuzz,unload,dmesg
 
 fmt:
 	$(KRUSTFMT) --edition 2021 --config-path $(TOP)/.rustfmt.toml $(RUST_SOURCES)

@@ -12,7 +12,9 @@ in target/check/junit.xml.  Logs are under target/check/.  The exit status is no
 check failed, except in the suites listed in tools/testing/xfail (expected to fail for now).
 
 Environment: RVSOCK_VSOCK_TEST_REPEAT (vsock_test repetitions, default 5), RVSOCK_VM_TIMEOUT
-(seconds for the whole VM run), RVSOCK_KVM (0/1: force TCG/KVM; default: probe).
+(seconds for the whole VM run), RVSOCK_KVM (0/1: force TCG/KVM; default: probe), RVSOCK_STRESS
+(short or full: the stress suite's form; `make stress` runs full), RVSOCK_FUZZ_PACKETS (packets the
+kernel fuzzer injects, default 100000; `make fuzz-kernel` asks for 1000000).
 """
 
 import argparse
@@ -40,7 +42,7 @@ XFAIL_FILE = os.path.join(TESTING, "xfail")
 
 HOST_SUITES = ["setup", "cargo", "build"]
 GUEST_SUITES = ["baseline", "modules", "kunit", "vsock_test", "clients", "conformance", "routing",
-                "unload", "dmesg"]
+                "stress", "fuzz", "unload", "dmesg"]
 ALL_SUITES = HOST_SUITES + ["vm"] + GUEST_SUITES
 
 T_SETUP = 75 * 60  # a cold setup builds the kernel and bindgen
@@ -252,8 +254,8 @@ def step_build():
                        "make-modules.log").status == "pass"
     command_check("build", "make fmt-check", ["make", "fmt-check"], T_FMT, "make-fmt-check.log")
     # The Rust samples run in the guest (clients suite).
-    command_check("build", "cargo build --release -p rvsock-samples",
-                  ["cargo", "build", "--release", "-p", "rvsock-samples", "--color=never"],
+    command_check("build", "cargo build --release --workspace",
+                  ["cargo", "build", "--release", "--workspace", "--color=never"],
                   T_CARGO, "samples-build.log")
     return ok
 
@@ -265,10 +267,14 @@ def step_vm(guest_suites, kdir):
     os.makedirs(out)
     console = os.path.join(VMDIR, "console.log")
     repeat = os.environ.get("RVSOCK_VSOCK_TEST_REPEAT", "5")
+    stress = os.environ.get("RVSOCK_STRESS", "short")
+    fuzz = os.environ.get("RVSOCK_FUZZ_PACKETS", "100000")
+    if stress not in ("short", "full") or not fuzz.isdigit():
+        raise SystemExit("RVSOCK_STRESS must be short or full, RVSOCK_FUZZ_PACKETS a number")
     guest_cmd = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
-                 "RVSOCK_GUEST_SUITES='%s' RVSOCK_VSOCK_TEST_REPEAT=%s "
-                 "tools/testing/guest/suite.sh %s %s/vsock"
-                 % (" ".join(guest_suites), repeat, out, kdir))
+                 "RVSOCK_GUEST_SUITES='%s' RVSOCK_VSOCK_TEST_REPEAT=%s RVSOCK_STRESS=%s "
+                 "RVSOCK_FUZZ_PACKETS=%s tools/testing/guest/suite.sh %s %s/vsock"
+                 % (" ".join(guest_suites), repeat, stress, fuzz, out, kdir))
     argv = [os.path.join(TESTING, "vm", "run.sh"), "--timeout", str(T_VM), "--log", console,
             "--rwdir", out, "--append", "log_buf_len=16M", "--", guest_cmd]
     progress("vm: booting the test kernel, guest suites: %s (timeout %d s)"

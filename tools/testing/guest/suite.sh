@@ -12,7 +12,10 @@
 # Environment:
 #   RVSOCK_GUEST_SUITES        suites to run (default: all, in this order:
 #                              baseline modules kunit vsock_test clients conformance routing
-#                              unload dmesg)
+#                              stress fuzz unload dmesg)
+#   RVSOCK_STRESS              short (default, what make check runs) or full (make stress)
+#   RVSOCK_FUZZ_PACKETS        packets the kernel fuzzer injects (default 100000; make fuzz-kernel
+#                              asks for 1000000)
 #   RVSOCK_VSOCK_TEST_REPEAT   extra full vsock_test runs on rvsock (default 5)
 #   RVSOCK_VSOCK_TEST_TIMEOUT  seconds one vsock_test server+client run may take (default 120)
 #
@@ -29,7 +32,7 @@ VSOCK=$2
 cd "$(dirname "$0")/../../.."
 . tools/testing/guest/lib.sh
 
-SUITES=${RVSOCK_GUEST_SUITES:-baseline modules kunit vsock_test clients conformance routing unload dmesg}
+SUITES=${RVSOCK_GUEST_SUITES:-baseline modules kunit vsock_test clients conformance routing stress fuzz unload dmesg}
 REPEAT=${RVSOCK_VSOCK_TEST_REPEAT:-5}
 VT_TIMEOUT=${RVSOCK_VSOCK_TEST_TIMEOUT:-120}
 UNLOAD_LIMIT=12
@@ -41,7 +44,7 @@ next_ctl_port() { CTL_PORT=$((CTL_PORT + 1)); }
 # Does this run load our modules at all (the "rvsock" part of the kernel log)?
 rvsock_part() {
 	wanted modules || wanted kunit || wanted vsock_test || wanted clients || wanted conformance ||
-		wanted routing || wanted unload
+		wanted routing || wanted stress || wanted fuzz || wanted unload
 }
 
 # ---- a. set-up ------------------------------------------------------------------------------
@@ -412,6 +415,17 @@ suite_routing() {
 	ensure_rvsock_loaded || true
 }
 
+# ---- f4. stress and fuzz: their own files, sourced here ------------------------------------
+# tools/testing/guest/stress.sh defines suite_stress, tools/testing/guest/fuzz.sh suite_fuzz.
+for f in stress fuzz; do
+	if [ -f "tools/testing/guest/$f.sh" ]; then
+		# shellcheck disable=SC1090
+		. "tools/testing/guest/$f.sh"
+	else
+		eval "suite_$f() { report $f 'suite script' fail \"\$(now)\" '' 'tools/testing/guest/$f.sh missing'; }"
+	fi
+done
+
 # ---- g. unload ------------------------------------------------------------------------------
 suite_unload() {
 	begin_suite unload
@@ -519,7 +533,7 @@ main() {
 	if rvsock_part; then
 		kmsg "part rvsock begin"
 	fi
-	for s in modules kunit vsock_test clients conformance routing unload; do
+	for s in modules kunit vsock_test clients conformance routing stress fuzz unload; do
 		if wanted "$s"; then "suite_$s"; fi
 	done
 	# The kernel log is always saved; the scan is the dmesg suite.
