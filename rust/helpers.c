@@ -60,6 +60,77 @@ int rvsock_h_sk_add_backlog(struct sock *sk, struct sk_buff *skb, unsigned int l
 }
 RVSOCK_EXPORT(rvsock_h_sk_add_backlog);
 
+/*
+ * The memory of the socket's receive queue (sk_rmem_alloc, reported by SO_MEMINFO), kept by the
+ * core as it queues and frees packets.
+ */
+void rvsock_h_sk_rmem_add(struct sock *sk, int delta)
+{
+	atomic_add(delta, &sk->sk_rmem_alloc);
+}
+RVSOCK_EXPORT(rvsock_h_sk_rmem_add);
+
+u32 rvsock_h_sk_rmem(const struct sock *sk)
+{
+	return atomic_read(&sk->sk_rmem_alloc);
+}
+RVSOCK_EXPORT(rvsock_h_sk_rmem);
+
+/* A packet for the socket was dropped (SO_MEMINFO's drops). */
+void rvsock_h_sk_drops_inc(struct sock *sk)
+{
+	atomic_inc(&sk->sk_drops);
+}
+RVSOCK_EXPORT(rvsock_h_sk_drops_inc);
+
+/* The last skb on the backlog; the socket spinlock must be held. */
+struct sk_buff *rvsock_h_backlog_tail(const struct sock *sk)
+{
+	return sk->sk_backlog.tail;
+}
+RVSOCK_EXPORT(rvsock_h_backlog_tail);
+
+/* The truesize the backlog holds (and held, while its owner processes it); spinlock held. */
+unsigned int rvsock_h_backlog_len(const struct sock *sk)
+{
+	return sk->sk_backlog.len;
+}
+RVSOCK_EXPORT(rvsock_h_backlog_len);
+
+/* Takes ownership of @sk if nobody owns it (lock_sock() without waiting). */
+static bool rvsock_try_own(struct sock *sk)
+{
+	bool got;
+
+	spin_lock_bh(&sk->sk_lock.slock);
+	got = !sock_owned_by_user_nocheck(sk);
+	if (got)
+		sk->sk_lock.owned = 1;
+	spin_unlock_bh(&sk->sk_lock.slock);
+	return got;
+}
+
+/*
+ * lock_sock() that a fatal signal interrupts and that gives up after @timeout jiffies: 1 when
+ * the caller owns the socket (release_sock() releases it), 0 on timeout, -EINTR on a fatal
+ * signal.  release_sock() wakes sk_lock.wq, where lock_sock() waiters sleep too.
+ */
+int rvsock_h_lock_sock_killable(struct sock *sk, long timeout)
+{
+	long left;
+
+	might_sleep();
+	left = wait_event_killable_timeout(sk->sk_lock.wq, rvsock_try_own(sk), timeout);
+	if (left < 0)
+		return -EINTR;
+	if (left == 0)
+		return 0;
+	/* The sk_lock has mutex semantics; this was a trylock that succeeded. */
+	mutex_acquire(&sk->sk_lock.dep_map, 0, 1, _RET_IP_);
+	return 1;
+}
+RVSOCK_EXPORT(rvsock_h_lock_sock_killable);
+
 void rvsock_h_sock_hold(struct sock *sk)
 {
 	sock_hold(sk);
@@ -127,6 +198,18 @@ bool rvsock_h_sk_acceptq_is_full(const struct sock *sk)
 	return sk_acceptq_is_full(sk);
 }
 RVSOCK_EXPORT(rvsock_h_sk_acceptq_is_full);
+
+/*
+ * How many more connections the accept queue takes before sk_acceptq_is_full() (which allows
+ * one beyond the backlog, ack > max); lockless, as that function.
+ */
+u32 rvsock_h_sk_acceptq_room(const struct sock *sk)
+{
+	u32 ack = READ_ONCE(sk->sk_ack_backlog), max = READ_ONCE(sk->sk_max_ack_backlog);
+
+	return ack <= max ? max - ack + 1 : 0;
+}
+RVSOCK_EXPORT(rvsock_h_sk_acceptq_room);
 
 int rvsock_h_sock_error(struct sock *sk)
 {
@@ -310,6 +393,26 @@ bool rvsock_h_skb_is_nonlinear(const struct sk_buff *skb)
 }
 RVSOCK_EXPORT(rvsock_h_skb_is_nonlinear);
 
+/* Neither shared (another reference) nor cloned (another sk_buff on the same data). */
+bool rvsock_h_skb_exclusive(const struct sk_buff *skb)
+{
+	return !skb_shared(skb) && !skb_cloned(skb);
+}
+RVSOCK_EXPORT(rvsock_h_skb_exclusive);
+
+bool rvsock_h_skb_zcopy(const struct sk_buff *skb)
+{
+	return skb_zcopy((struct sk_buff *)skb) != NULL;
+}
+RVSOCK_EXPORT(rvsock_h_skb_zcopy);
+
+/* The skb's user pages were copied elsewhere: it lets go of them, reporting a copy. */
+void rvsock_h_skb_zcopy_clear(struct sk_buff *skb)
+{
+	skb_zcopy_clear(skb, false);
+}
+RVSOCK_EXPORT(rvsock_h_skb_zcopy_clear);
+
 void rvsock_h_skb_zcopy_set(struct sk_buff *skb, struct ubuf_info *uarg)
 {
 	skb_zcopy_set(skb, uarg, NULL);
@@ -338,21 +441,34 @@ RVSOCK_EXPORT(rvsock_h_uarg_mark_copied);
  * Lent pages: a send that attaches the sender's user pages to packets for a receiver on this
  * machine and returns once the receiver read them (see rust/zerocopy.rs).  The notification
  * counts the packets that still hold the pages; its last reference completes `done`.  `peer`
- * is the socket the packets were queued on, held once set.
+ * is the socket the packets were queued on, held once set.  The structure itself has two
+ * references: the sender's, and the packets' (dropped with the notification's last one), so a
+ * sender that stops waiting (a fatal signal) leaves it to the last packet to free.
  */
 struct rvsock_lent {
 	struct ubuf_info ubuf;
 	struct completion done;
 	struct sock *peer;
+	refcount_t refs;
 };
+
+static void rvsock_lent_put(struct rvsock_lent *l)
+{
+	if (!refcount_dec_and_test(&l->refs))
+		return;
+	if (l->peer)
+		sock_put(l->peer);
+	kfree(l);
+}
 
 static void rvsock_lent_complete(struct sk_buff *skb, struct ubuf_info *uarg, bool success)
 {
 	struct rvsock_lent *l = container_of(uarg, struct rvsock_lent, ubuf);
 
-	/* complete() is the last access: the waiter frees the notification once it returns. */
-	if (refcount_dec_and_test(&uarg->refcnt))
+	if (refcount_dec_and_test(&uarg->refcnt)) {
 		complete(&l->done);
+		rvsock_lent_put(l);
+	}
 }
 
 static const struct ubuf_info_ops rvsock_lent_ops = {
@@ -368,27 +484,30 @@ struct ubuf_info *rvsock_h_lent_alloc(void)
 	l->ubuf.ops = &rvsock_lent_ops;
 	l->ubuf.flags = SKBFL_ZEROCOPY_FRAG | SKBFL_DONT_ORPHAN;
 	refcount_set(&l->ubuf.refcnt, 1);
+	refcount_set(&l->refs, 2);
 	init_completion(&l->done);
 	return &l->ubuf;
 }
 RVSOCK_EXPORT(rvsock_h_lent_alloc);
 
-bool rvsock_h_lent_wait(struct ubuf_info *uarg, unsigned long timeout)
+/* Waits for the packets to let go of the pages: 1 done, 0 timeout, -EINTR fatal signal. */
+int rvsock_h_lent_wait(struct ubuf_info *uarg, unsigned long timeout)
 {
-	return wait_for_completion_timeout(&container_of(uarg, struct rvsock_lent, ubuf)->done,
-					   timeout) != 0;
+	long r = wait_for_completion_killable_timeout(
+		&container_of(uarg, struct rvsock_lent, ubuf)->done, timeout);
+
+	if (r < 0)
+		return -EINTR;
+	return r > 0;
 }
 RVSOCK_EXPORT(rvsock_h_lent_wait);
 
-void rvsock_h_lent_free(struct ubuf_info *uarg)
+/* The sender is done with the notification (its own reference on the ubuf already given up). */
+void rvsock_h_lent_release(struct ubuf_info *uarg)
 {
-	struct rvsock_lent *l = container_of(uarg, struct rvsock_lent, ubuf);
-
-	if (l->peer)
-		sock_put(l->peer);
-	kfree(l);
+	rvsock_lent_put(container_of(uarg, struct rvsock_lent, ubuf));
 }
-RVSOCK_EXPORT(rvsock_h_lent_free);
+RVSOCK_EXPORT(rvsock_h_lent_release);
 
 void rvsock_h_lent_note_peer(struct sk_buff *skb, struct sock *sk)
 {
@@ -411,6 +530,15 @@ struct sock *rvsock_h_lent_peer(struct ubuf_info *uarg)
 	return READ_ONCE(container_of(uarg, struct rvsock_lent, ubuf)->peer);
 }
 RVSOCK_EXPORT(rvsock_h_lent_peer);
+
+/* Whether @skb holds pages lent by a send of rvsock's own (not the user's MSG_ZEROCOPY). */
+bool rvsock_h_skb_lends(struct sk_buff *skb)
+{
+	struct ubuf_info *uarg = skb_zcopy(skb);
+
+	return uarg && uarg->ops == &rvsock_lent_ops;
+}
+RVSOCK_EXPORT(rvsock_h_skb_lends);
 
 bool rvsock_h_skb_zcopy_is(struct sk_buff *skb, const struct ubuf_info *uarg)
 {
@@ -448,21 +576,35 @@ int rvsock_h_copy_from_sockptr(void *dst, sockptr_t src, size_t size)
 }
 RVSOCK_EXPORT(rvsock_h_copy_from_sockptr);
 
+/*
+ * Socket timers run on rvsock.ko's own workqueue: a timer's work may drop the last reference to
+ * its socket, and with it the reference the socket held on this module, and then still run a
+ * few instructions of this module.  destroy_workqueue() at module exit waits for that.
+ */
+static struct workqueue_struct *rvsock_wq;
+
+int rvsock_h_wq_init(void)
+{
+	rvsock_wq = alloc_workqueue("rvsock", 0, 0);
+	return rvsock_wq ? 0 : -ENOMEM;
+}
+
+void rvsock_h_wq_exit(void)
+{
+	if (rvsock_wq)
+		destroy_workqueue(rvsock_wq);
+	rvsock_wq = NULL;
+}
+
 void rvsock_h_init_delayed_work(struct delayed_work *dw, work_func_t fn)
 {
 	INIT_DELAYED_WORK(dw, fn);
 }
 RVSOCK_EXPORT(rvsock_h_init_delayed_work);
 
-bool rvsock_h_schedule_delayed_work(struct delayed_work *dw, unsigned long delay)
-{
-	return schedule_delayed_work(dw, delay);
-}
-RVSOCK_EXPORT(rvsock_h_schedule_delayed_work);
-
 bool rvsock_h_mod_delayed_work(struct delayed_work *dw, unsigned long delay)
 {
-	return mod_delayed_work(system_wq, dw, delay);
+	return mod_delayed_work(rvsock_wq, dw, delay);
 }
 RVSOCK_EXPORT(rvsock_h_mod_delayed_work);
 
@@ -480,9 +622,13 @@ void rvsock_h_srcu_read_unlock(int idx)
 }
 RVSOCK_EXPORT(rvsock_h_srcu_read_unlock);
 
+/*
+ * Waits for the read sections in flight.  Only transport unregistration waits (rmmod, a device
+ * going away), rarely and in process context: the expedited grace period keeps rmmod quick.
+ */
 void rvsock_h_synchronize_srcu(void)
 {
-	synchronize_srcu(&rvsock_transport_srcu);
+	synchronize_srcu_expedited(&rvsock_transport_srcu);
 }
 RVSOCK_EXPORT(rvsock_h_synchronize_srcu);
 

@@ -18,6 +18,9 @@ pub(crate) struct KernelSocket(NonNull<sys::socket>);
 
 // SAFETY: A `struct socket` may be used and released from any task.
 unsafe impl Send for KernelSocket {}
+// SAFETY: The socket calls may run concurrently on one socket, from several tasks (they take the
+// socket lock themselves), as they do for a socket shared by userspace threads.
+unsafe impl Sync for KernelSocket {}
 
 fn ret(r: i32) -> Result<usize> {
     if r < 0 {
@@ -113,10 +116,41 @@ impl KernelSocket {
         unsafe { (*(*self.ptr()).sk).sk_err }
     }
 
+    /// The receive queue's memory (`sk_rmem_alloc`, as `SO_MEMINFO` reports it).
+    pub(crate) fn rmem(&self) -> u32 {
+        // SAFETY: As in `sk_err`; an atomic read.
+        unsafe { sys::rvsock_h_sk_rmem((*self.ptr()).sk) }
+    }
+
     /// `sk_state` (TCP state numbers).
     pub(crate) fn sk_state(&self) -> u8 {
         // SAFETY: As in `sk_err`.
         unsafe { (*(*self.ptr()).sk).__sk_common.skc_state }
+    }
+}
+
+/// The lock of a kernel socket's `sock`, owned as a task inside a socket call owns it: packets
+/// for the socket wait on its backlog until this is dropped.
+///
+/// # Invariants
+///
+/// The socket lock of `0`'s `sock` is owned by this value.
+pub(crate) struct Owner<'a>(&'a KernelSocket);
+
+impl KernelSocket {
+    /// Takes the socket's lock as its owner (`lock_sock`), until the result is dropped.
+    pub(crate) fn own(&self) -> Owner<'_> {
+        // SAFETY: The socket is valid and has an `sk` until released, which `&self` prevents.
+        unsafe { sys::rvsock_h_lock_sock((*self.ptr()).sk) };
+        // INVARIANT: Owned just now.
+        Owner(self)
+    }
+}
+
+impl Drop for Owner<'_> {
+    fn drop(&mut self) {
+        // SAFETY: Owned (type invariant); `release_sock` processes the backlog and releases it.
+        unsafe { sys::release_sock((*self.0.ptr()).sk) };
     }
 }
 

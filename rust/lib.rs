@@ -69,6 +69,20 @@ pub(crate) fn capable_net_bind_service() -> bool {
     unsafe { sys::rvsock_h_capable_net_bind_service() }
 }
 
+/// Creates the workqueue that socket timers run on (`rvsock.ko` only; see `rust/helpers.c`).
+pub(crate) fn timers_init() -> kernel::error::Result {
+    // SAFETY: FFI call without preconditions; called once, at module init.
+    kernel::error::to_result(unsafe { sys::rvsock_h_wq_init() })
+}
+
+/// Waits for the socket timers still running and destroys their workqueue; called at module
+/// exit, once no socket is left to arm one.
+pub(crate) fn timers_exit() {
+    // SAFETY: FFI call; no socket, so no timer can be armed any more, and the call waits for
+    // the ones still running.
+    unsafe { sys::rvsock_h_wq_exit() };
+}
+
 /// Whether the current task is exiting (`PF_EXITING`).
 pub(crate) fn current_exiting() -> bool {
     // SAFETY: FFI call without preconditions.
@@ -80,6 +94,8 @@ pub(crate) fn current_exiting() -> bool {
 #[allow(unused_macros)]
 macro_rules! import_rvsock_namespace {
     () => {
+        // The section holds the module's `modinfo` strings; nothing reads the static itself.
+        #[allow(unsafe_code)]
         #[link_section = ".modinfo"]
         #[used]
         static __RVSOCK_IMPORT_NS: [u8; 17] = *b"import_ns=RVSOCK\0";

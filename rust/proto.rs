@@ -21,5 +21,7 @@ pub(crate) mod opts;
 pub(crate) mod poll;
 #[path = "../vsock_core/proto/src/ports.rs"]
 pub(crate) mod ports;
+#[path = "../vsock_core/proto/src/queue.rs"]
+pub(crate) mod queue;
 #[path = "../vsock_core/proto/src/route.rs"]
 pub(crate) mod route;

@@ -54,6 +54,46 @@ const unsigned int RVSOCK_CONST_POLL_BITS =
 #endif
 
 /* ---- Transport ABI between rvsock.ko and its transport modules ----------------------------- */
+/*
+ * Packets.  A packet is an sk_buff with the 44-byte virtio-vsock header (little-endian) at
+ * skb->head, in the headroom, and the payload at skb->data .. skb->data + skb->len, linear or in
+ * page fragments.
+ *
+ * Ownership.  Whoever is handed an skb owns it and must free or pass it on exactly once: the
+ * transport owns the skbs of send_pkt(), the core those of rvsock_transport_recv(), in every
+ * case (errors included).  Skbs given to rvsock_transport_recv() must be neither shared nor
+ * cloned (skb_shared(), skb_cloned()); the core drops any that are.
+ *
+ * skb->cb.  The control buffer belongs to the core.  On an skb from send_pkt() it holds the
+ * core's accounting (the sender's unsent bytes, read back when the skb is freed): a transport
+ * must not write it.  On an skb passed to rvsock_transport_recv() the core ignores what it holds
+ * and overwrites it.
+ *
+ * Contexts and locks.
+ *  - rvsock_transport_register(), rvsock_transport_unregister(): process context, may sleep; no
+ *    spinlock held, and never from inside one of the transport's own callbacks (unregister waits
+ *    for the callbacks in flight, SRCU).
+ *  - rvsock_transport_recv(): process context (a transport's work item, or inside its own
+ *    send_pkt(), as the loopback does), with no spinlock held; it never sleeps.  It may run
+ *    concurrently with rvsock_transport_unregister() of the same transport (a work item racing
+ *    rmmod): a packet that arrives once the transport is revoked is dropped, and every
+ *    connection it made is reset by the unregistration.  Not from hard or soft interrupt
+ *    context: a virtqueue callback schedules work that calls it.
+ *  - rvsock_transport_reset_all(): process context, may sleep (it allocates), no spinlock
+ *    held; it may be called from inside send_pkt() (a socket whose owner is the caller, or any
+ *    other owned socket, is reset when its owner releases it).
+ *  - rvsock_transport_set_local_cid(): any context.
+ *
+ * What the core does with a packet for a socket that an owner holds (a task inside a socket
+ * call on it): it never waits for the owner and never drops the packet silently.  Credit
+ * updates and credit requests fold into the packet queued before them; small payloads are
+ * appended to the one queued before, or, once the queue grows, packed into shared buffers; the
+ * rest waits on the socket's backlog, which the owner processes when it releases the socket.
+ * A peer that keeps to the credit it was given needs at most about buf_alloc bytes there, and
+ * the backlog takes 2 * buf_alloc + 256 KiB, so no packet it was entitled to send is lost.  A
+ * peer that goes beyond that is reset (RST, ENOBUFS) once the owner has processed what came
+ * before; packets after the reset point are dropped, as after any reset.
+ */
 
 /* Feature flags of a transport: the registry slots it takes (as VSOCK_TRANSPORT_F_*). */
 #define RVSOCK_TRANSPORT_F_H2G 0x1
@@ -64,12 +104,16 @@ const unsigned int RVSOCK_CONST_POLL_BITS =
 /* A registered transport, owned by rvsock.ko. */
 struct rvsock_transport;
 
-/* What a transport does for the core.  Every callback may sleep unless noted. */
+/*
+ * What a transport does for the core.  The core calls them from process context, with no
+ * spinlock held, possibly from several tasks at once and with the calling socket's lock owned;
+ * never after rvsock_transport_unregister() returned.
+ */
 struct rvsock_transport_ops {
 	/*
-	 * Sends one packet.  The virtio-vsock header (44 bytes, little-endian) is at skb->head,
-	 * the payload at skb->data.  Takes ownership of @skb in every case; returns 0 or -errno.
-	 * Called from process context, never with a spinlock held.
+	 * Sends one packet.  Takes ownership of @skb in every case; returns 0 or -errno.  May call
+	 * rvsock_transport_recv() for the packet it loops back, but no other entry point that
+	 * waits (unregister).
 	 */
 	int (*send_pkt)(void *priv, struct sk_buff *skb);
 	/* Drops the not yet transmitted packets of socket @sk.  May be NULL. */
@@ -101,11 +145,12 @@ struct rvsock_transport_info {
 int rvsock_transport_register(const struct rvsock_transport_info *info,
 			      struct rvsock_transport **out);
 /*
- * Unregisters a transport: waits for calls into it to finish, then resets every socket that
- * uses it (ECONNRESET).  Listening sockets are not affected.
+ * Unregisters a transport: revokes its operations and waits for the calls in flight into it
+ * and for the receives in flight from it (SRCU), then resets every socket that uses it
+ * (ECONNRESET).  Listening sockets are not affected.  @t is invalid afterwards.
  */
 void rvsock_transport_unregister(struct rvsock_transport *t);
-/* Hands a received packet (header at skb->head, payload at skb->data) to the core. */
+/* Hands a received packet to the core (see "Contexts and locks" above). */
 void rvsock_transport_recv(struct rvsock_transport *t, struct sk_buff *skb);
 /* Changes the transport's local CID (e.g. after a virtio TRANSPORT_RESET event). */
 void rvsock_transport_set_local_cid(struct rvsock_transport *t, u32 cid);
@@ -122,6 +167,12 @@ void rvsock_h_bh_unlock_sock(struct sock *sk);
 void rvsock_h_bh_lock_sock_nested(struct sock *sk);
 bool rvsock_h_sock_owned_by_user(const struct sock *sk);
 int rvsock_h_sk_add_backlog(struct sock *sk, struct sk_buff *skb, unsigned int limit);
+void rvsock_h_sk_rmem_add(struct sock *sk, int delta);
+u32 rvsock_h_sk_rmem(const struct sock *sk);
+void rvsock_h_sk_drops_inc(struct sock *sk);
+struct sk_buff *rvsock_h_backlog_tail(const struct sock *sk);
+unsigned int rvsock_h_backlog_len(const struct sock *sk);
+int rvsock_h_lock_sock_killable(struct sock *sk, long timeout);
 void rvsock_h_sock_hold(struct sock *sk);
 void rvsock_h_sock_put(struct sock *sk);
 bool rvsock_h_sock_hold_not_zero(struct sock *sk);
@@ -133,6 +184,7 @@ void rvsock_h_sock_graft(struct sock *sk, struct socket *parent);
 void rvsock_h_sk_acceptq_added(struct sock *sk);
 void rvsock_h_sk_acceptq_removed(struct sock *sk);
 bool rvsock_h_sk_acceptq_is_full(const struct sock *sk);
+u32 rvsock_h_sk_acceptq_room(const struct sock *sk);
 int rvsock_h_sock_error(struct sock *sk);
 int rvsock_h_sock_rcvlowat(const struct sock *sk, int waitall, int len);
 long rvsock_h_sock_rcvtimeo(const struct sock *sk, bool noblock);
@@ -164,16 +216,20 @@ void rvsock_h_skb_orphan(struct sk_buff *skb);
 void rvsock_h_skb_set_destructor(struct sk_buff *skb, void (*fn)(struct sk_buff *skb));
 unsigned int rvsock_h_skb_tailroom(const struct sk_buff *skb);
 bool rvsock_h_skb_is_nonlinear(const struct sk_buff *skb);
+bool rvsock_h_skb_exclusive(const struct sk_buff *skb);
+bool rvsock_h_skb_zcopy(const struct sk_buff *skb);
+void rvsock_h_skb_zcopy_clear(struct sk_buff *skb);
 void rvsock_h_skb_zcopy_set(struct sk_buff *skb, struct ubuf_info *uarg);
 void rvsock_h_net_zcopy_put(struct ubuf_info *uarg);
 void rvsock_h_net_zcopy_put_abort(struct ubuf_info *uarg, bool have_uref);
 void rvsock_h_uarg_mark_copied(struct ubuf_info *uarg);
 struct ubuf_info *rvsock_h_lent_alloc(void);
-bool rvsock_h_lent_wait(struct ubuf_info *uarg, unsigned long timeout);
-void rvsock_h_lent_free(struct ubuf_info *uarg);
+int rvsock_h_lent_wait(struct ubuf_info *uarg, unsigned long timeout);
+void rvsock_h_lent_release(struct ubuf_info *uarg);
 void rvsock_h_lent_note_peer(struct sk_buff *skb, struct sock *sk);
 struct sock *rvsock_h_lent_peer(struct ubuf_info *uarg);
 bool rvsock_h_skb_zcopy_is(struct sk_buff *skb, const struct ubuf_info *uarg);
+bool rvsock_h_skb_lends(struct sk_buff *skb);
 bool rvsock_h_msg_user_backed(const struct msghdr *msg);
 void rvsock_h_msg_revert(struct msghdr *msg, size_t bytes);
 size_t rvsock_h_msg_data_left(const struct msghdr *msg);
@@ -182,9 +238,10 @@ int rvsock_h_iov_iter_npages(const struct msghdr *msg, int maxpages);
 /* Userspace access. */
 int rvsock_h_copy_from_sockptr(void *dst, sockptr_t src, size_t size);
 
-/* Delayed work. */
+/* Delayed work, on rvsock.ko's own workqueue (flushed at module exit). */
+int rvsock_h_wq_init(void);
+void rvsock_h_wq_exit(void);
 void rvsock_h_init_delayed_work(struct delayed_work *dw, work_func_t fn);
-bool rvsock_h_schedule_delayed_work(struct delayed_work *dw, unsigned long delay);
 bool rvsock_h_mod_delayed_work(struct delayed_work *dw, unsigned long delay);
 
 /* SRCU protecting calls into transports against their unregistration. */

@@ -18,6 +18,9 @@ use kernel::error::{code::*, to_result, Result};
 use kernel::types::Opaque;
 
 /// Per-packet state kept in `skb->cb` while rvsock owns the buffer.
+///
+/// Every field is a plain integer, so any bytes a transport left in `skb->cb` read as a valid
+/// value; the receive path overwrites the whole of it anyway before use.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub(crate) struct SkbCb {
@@ -27,8 +30,8 @@ pub(crate) struct SkbCb {
     pub(crate) unsent: u32,
     /// Identity of the transport the packet travels on (rvsock's registry id).
     pub(crate) transport: u64,
-    /// Sent in reply to a received packet.
-    pub(crate) reply: bool,
+    /// The protocol's own per-packet flags.
+    pub(crate) flags: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<SkbCb>() <= sys::SOCK_CB_SIZE as usize);
@@ -102,9 +105,8 @@ impl Skb {
 
     /// rvsock's per-packet state.
     pub(crate) fn cb(&self) -> SkbCb {
-        // SAFETY: `cb` is 8-byte aligned and large enough for `SkbCb` (asserted above); every
-        // bit pattern of it is a valid `SkbCb` except `reply`, which is only written by
-        // `set_cb` with a `bool`, and freshly allocated buffers have a zeroed `cb`.
+        // SAFETY: `cb` is 8-byte aligned and large enough for `SkbCb` (asserted above), and
+        // every bit pattern of it is a valid `SkbCb` (integers only).
         unsafe { core::ptr::read((*self.as_ptr()).cb.as_ptr().cast::<SkbCb>()) }
     }
 
@@ -118,6 +120,42 @@ impl Skb {
     pub(crate) fn is_nonlinear(&self) -> bool {
         // SAFETY: The type invariant makes the call valid.
         unsafe { sys::rvsock_h_skb_is_nonlinear(self.as_ptr()) }
+    }
+
+    /// Whether nothing else references the buffer or its data (neither shared nor cloned), as
+    /// the transport ABI requires of received packets.
+    pub(crate) fn is_exclusive(&self) -> bool {
+        // SAFETY: The type invariant makes the call valid.
+        unsafe { sys::rvsock_h_skb_exclusive(self.as_ptr()) }
+    }
+
+    /// Whether the payload is (partly) in user pages attached by a zerocopy send.
+    pub(crate) fn has_user_pages(&self) -> bool {
+        // SAFETY: The type invariant makes the call valid.
+        unsafe { sys::rvsock_h_skb_zcopy(self.as_ptr()) }
+    }
+
+    /// Gives the payload in user pages its own copy, so that the buffer no longer holds them
+    /// (`skb_copy_ubufs`); the zerocopy notification then reports a copy.  Nothing to do for
+    /// other buffers.  `ENOMEM` leaves the buffer as it was.
+    pub(crate) fn copy_user_pages(&mut self, gfp: Gfp) -> Result {
+        if !self.has_user_pages() {
+            return Ok(());
+        }
+        // SAFETY: `&mut self` is exclusive access to a buffer that is neither shared nor cloned
+        // (rvsock never clones, and transports hand over exclusive buffers); the copy drops the
+        // buffer's reference on the notification.
+        to_result(unsafe { sys::skb_copy_ubufs(self.as_ptr(), gfp.raw()) })
+    }
+
+    /// The payload was copied elsewhere and the buffer is about to be freed: its user pages,
+    /// if any, are released now with the notification reporting a copy, not a zerocopy send.
+    pub(crate) fn release_user_pages_copied(&mut self) {
+        if self.has_user_pages() {
+            // SAFETY: `&mut self` is exclusive access; the call drops the buffer's reference on
+            // the notification, which the buffer no longer points to afterwards.
+            unsafe { sys::rvsock_h_skb_zcopy_clear(self.as_ptr()) };
+        }
     }
 
     /// Free bytes after the linear data.

@@ -87,12 +87,38 @@ unsafe impl<P: SockProto> AlwaysRefCounted for ProtoSock<P> {
     }
 }
 
+/// A network namespace, borrowed for `'a` from whoever keeps it alive (the socket being created,
+/// or a socket of the namespace).
+///
+/// # Invariants
+///
+/// `0` points to a valid `struct net` for `'a`.
+#[derive(Clone, Copy)]
+pub(crate) struct Net<'a>(NonNull<sys::net>, PhantomData<&'a sys::net>);
+
+impl Net<'_> {
+    /// Borrows a namespace.
+    ///
+    /// # Safety
+    ///
+    /// `net` must be a valid `struct net` for the returned lifetime.
+    pub(crate) unsafe fn from_raw<'a>(net: NonNull<sys::net>) -> Net<'a> {
+        // INVARIANT: Guaranteed by the caller.
+        Net(net, PhantomData)
+    }
+
+    /// The raw pointer, for C calls.
+    pub(crate) fn as_ptr(&self) -> *mut sys::net {
+        self.0.as_ptr()
+    }
+}
+
 /// Where and how [`ProtoSock::alloc`] creates a socket.
-pub(crate) struct NewSock {
+pub(crate) struct NewSock<'a> {
     /// Network namespace.
-    pub(crate) net: *mut sys::net,
-    /// The `struct socket` being created, or null for a child made by the receive path.
-    pub(crate) sock: *mut sys::socket,
+    pub(crate) net: Net<'a>,
+    /// The `struct socket` being created, or none for a child made by the receive path.
+    pub(crate) sock: Option<&'a crate::kx::socket::Socket>,
     /// Address family.
     pub(crate) family: i32,
     /// Socket type (`SOCK_STREAM`, ...).
@@ -209,14 +235,9 @@ impl<P: SockProto> PinnedDrop for ProtoReg<P> {
 impl<P: SockProto> ProtoSock<P> {
     /// Allocates a socket of protocol `proto` in namespace `net`, attached to `sock` if given
     /// (`sk_alloc` + `sock_init_data`), with the given initial state.
-    ///
-    /// # Safety
-    ///
-    /// `how.net` must be a valid network namespace and `how.sock` null or a valid socket being
-    /// created.
-    pub(crate) unsafe fn alloc(
+    pub(crate) fn alloc(
         proto: &ProtoReg<P>,
-        how: NewSock,
+        how: NewSock<'_>,
         locked: P::Locked,
         data: impl PinInit<P, Error>,
     ) -> Result<ARef<Self>> {
@@ -228,15 +249,11 @@ impl<P: SockProto> ProtoSock<P> {
             gfp,
             kern,
         } = how;
-        // SAFETY: `net` is valid (caller); `proto` is registered (its type invariant).
-        let sk = unsafe { sys::sk_alloc(net, family, gfp.raw(), proto.as_ptr(), kern as i32) };
+        // SAFETY: `net` is valid (its type invariant); `proto` is registered (its type
+        // invariant).
+        let sk =
+            unsafe { sys::sk_alloc(net.as_ptr(), family, gfp.raw(), proto.as_ptr(), kern as i32) };
         let sk = NonNull::new(sk).ok_or(ENOMEM)?;
-        // SAFETY: `sk` is a fresh socket; `sock` is null or valid (caller).
-        unsafe {
-            sys::sock_init_data(sock, sk.as_ptr());
-            // `sock_init_data` sets the type from `sock` only.
-            (*sk.as_ptr()).sk_type = sk_type;
-        }
         let this = sk.as_ptr().cast::<Self>();
         // SAFETY: The allocation is a whole `ProtoSock<P>` (`obj_size`), nothing else knows of it
         // yet; the fields are written once, before use.  `data` is pinned in the allocation, which
@@ -252,9 +269,18 @@ impl<P: SockProto> ProtoSock<P> {
             }
         };
         if let Err(e) = res {
-            // SAFETY: `sk_destruct` is still the default one, which knows nothing of our parts.
+            // SAFETY: `sk_destruct` is still the default one, which knows nothing of our parts,
+            // and `sock_init_data` has not run, so no `struct socket` points at `sk` yet.
             unsafe { sys::sk_free(sk.as_ptr()) };
             return Err(e);
+        }
+        let sock = sock.map_or(core::ptr::null_mut(), |s| s.as_ptr());
+        // SAFETY: `sk` is a fresh socket; `sock` is null or the socket being created.  From here
+        // on nothing fails, so `sock->sk` never points at a freed socket.
+        unsafe {
+            sys::sock_init_data(sock, sk.as_ptr());
+            // `sock_init_data` sets the type from `sock` only.
+            (*sk.as_ptr()).sk_type = sk_type;
         }
         for (i, t) in [
             timer_trampoline::<P, 0> as unsafe extern "C" fn(_),
@@ -318,6 +344,25 @@ impl<P: SockProto> ProtoSock<P> {
         SockGuard {
             sk: self,
             mode: Mode::Owner,
+        }
+    }
+
+    /// Takes the socket lock as its owner like [`ProtoSock::lock`], but gives up on a fatal
+    /// signal (`Interrupted`) or after `timeout` jiffies (`Timeout`), for callers that must not
+    /// wait uninterruptibly behind another task's owner (which may be stalled in a page fault).
+    pub(crate) fn lock_killable(
+        &self,
+        timeout: i64,
+    ) -> core::result::Result<SockGuard<'_, P>, WaitError> {
+        // SAFETY: The socket is valid while borrowed.
+        match unsafe { sys::rvsock_h_lock_sock_killable(self.as_ptr(), timeout as _) } {
+            // INVARIANT: Owned now, released by the guard.
+            1 => Ok(SockGuard {
+                sk: self,
+                mode: Mode::Owner,
+            }),
+            0 => Err(WaitError::Timeout),
+            _ => Err(WaitError::Interrupted(timeout)),
         }
     }
 
@@ -505,6 +550,31 @@ impl<P: SockProto> ProtoSock<P> {
         unsafe { sys::rvsock_h_sk_acceptq_is_full(self.as_ptr()) }
     }
 
+    /// Accounts `bytes` more (or, negative, less) memory in the receive queue (`sk_rmem_alloc`,
+    /// which `SO_MEMINFO` reports).
+    pub(crate) fn rmem_add(&self, bytes: i32) {
+        // SAFETY: The socket is valid; an atomic update.
+        unsafe { sys::rvsock_h_sk_rmem_add(self.as_ptr(), bytes) };
+    }
+
+    /// The memory accounted in the receive queue.
+    pub(crate) fn rmem(&self) -> u32 {
+        // SAFETY: The socket is valid; an atomic read.
+        unsafe { sys::rvsock_h_sk_rmem(self.as_ptr()) }
+    }
+
+    /// Counts a packet for the socket that was dropped (`SO_MEMINFO`'s drops).
+    pub(crate) fn count_drop(&self) {
+        // SAFETY: The socket is valid; an atomic update.
+        unsafe { sys::rvsock_h_sk_drops_inc(self.as_ptr()) };
+    }
+
+    /// How many more connections the accept queue takes now (read without the lock).
+    pub(crate) fn acceptq_room(&self) -> u32 {
+        // SAFETY: The socket is valid.
+        unsafe { sys::rvsock_h_sk_acceptq_room(self.as_ptr()) }
+    }
+
     /// One more connection waits to be accepted.
     pub(crate) fn acceptq_added(&self) {
         // SAFETY: The socket is valid.
@@ -529,9 +599,13 @@ impl<P: SockProto> ProtoSock<P> {
     }
 
     /// The socket's network namespace.
-    pub(crate) fn net(&self) -> *mut sys::net {
-        // SAFETY: The socket is valid.
-        unsafe { sys::rvsock_h_sock_net(self.as_ptr()) }
+    pub(crate) fn net(&self) -> Net<'_> {
+        // SAFETY: The socket is valid; `sk_alloc` set its namespace, which is never null, and a
+        // socket holds its namespace for as long as it lives, which `&self` borrows.
+        unsafe {
+            let net = sys::rvsock_h_sock_net(self.as_ptr());
+            Net::from_raw(NonNull::new_unchecked(net))
+        }
     }
 
     /// Marks the socket dead and detaches it from its `struct socket` (`SOCK_DEAD` +
@@ -859,7 +933,28 @@ pub(crate) struct BacklogGuard<'a, P: SockProto> {
     sk: &'a ProtoSock<P>,
 }
 
-impl<P: SockProto> BacklogGuard<'_, P> {
+impl<'a, P: SockProto> BacklogGuard<'a, P> {
+    /// The socket.
+    pub(crate) fn sock(&self) -> &'a ProtoSock<P> {
+        self.sk
+    }
+
+    /// The last packet waiting on the backlog, which may still be extended (merged into).
+    pub(crate) fn tail_mut(&mut self) -> Option<&mut Skb> {
+        // SAFETY: The spinlock is held (type invariant), which protects the backlog list.
+        let tail = unsafe { sys::rvsock_h_backlog_tail(self.sk.as_ptr()) };
+        // SAFETY: A backlog packet is owned by the socket until the owner takes the whole list
+        // (`__release_sock` detaches it under the spinlock, after which it is no longer the
+        // tail); `&mut self` keeps the spinlock held and the access exclusive meanwhile.
+        (!tail.is_null()).then(|| unsafe { &mut *tail.cast::<Skb>() })
+    }
+
+    /// The memory (truesize) on the backlog, counting what its owner is processing now.
+    pub(crate) fn len(&self) -> u32 {
+        // SAFETY: The spinlock is held (type invariant).
+        unsafe { sys::rvsock_h_backlog_len(self.sk.as_ptr()) }
+    }
+
     /// Appends a packet to the backlog, unless the backlog and receive memory exceed `limit`
     /// bytes; the packet is given back then.
     pub(crate) fn add_backlog(

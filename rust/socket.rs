@@ -461,7 +461,8 @@ unsafe extern "C" fn recvmsg<T: SocketOps>(
 
 /// # Safety
 ///
-/// Called by `sk_setsockopt` with the socket's `sk`, under no lock.
+/// Called by `sk_setsockopt` with the socket's `sk`, whose lock the caller owns (`sk_setsockopt`
+/// takes it around the option).
 unsafe extern "C" fn set_rcvlowat<T: SocketOps>(sk: *mut sys::sock, val: i32) -> i32 {
     // SAFETY: `sk` is valid; its `struct socket` is attached while `setsockopt` runs.
     let sock = unsafe { sys::rvsock_h_sk_socket(sk) };
@@ -485,8 +486,8 @@ fn clamp_len(n: usize) -> i32 {
 
 /// An address family: what `socket(family, ...)` calls.
 pub(crate) trait Family: 'static {
-    /// Creates a socket of this family on `sock` (`net_proto_family.create`).
-    fn create(net: *mut sys::net, sock: &Socket, protocol: i32, kern: bool) -> Result;
+    /// Creates a socket of this family on `sock` in namespace `net` (`net_proto_family.create`).
+    fn create(net: crate::kx::sock::Net<'_>, sock: &Socket, protocol: i32, kern: bool) -> Result;
 }
 
 /// A registered address family.
@@ -557,9 +558,15 @@ unsafe extern "C" fn create<F: Family>(
     protocol: i32,
     kern: i32,
 ) -> i32 {
+    let Some(net) = core::ptr::NonNull::new(net) else {
+        return EINVAL.to_errno();
+    };
     if sock.is_null() {
         return EINVAL.to_errno();
     }
+    // SAFETY: The namespace is valid for the call (and the socket created in it takes a
+    // reference of its own).
+    let net = unsafe { crate::kx::sock::Net::from_raw(net) };
     // SAFETY: Valid for the call.
     ret(F::create(
         net,

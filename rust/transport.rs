@@ -30,7 +30,7 @@ pub(crate) mod features {
 pub(crate) trait Transport: Send + Sync + 'static {
     /// Sends one packet (header at `skb->head`, payload at `skb->data`).  `core` is this
     /// transport's handle, e.g. to loop the packet back with [`Core::recv`].
-    fn send_pkt(&self, core: &Core, skb: SkBuff) -> Result;
+    fn send_pkt(&self, core: &Core<'_>, skb: SkBuff) -> Result;
 
     /// Drops the not yet sent packets of the socket `sk` (an opaque identity).
     fn cancel_pkt(&self, _sk: *mut c_void) {}
@@ -39,30 +39,48 @@ pub(crate) trait Transport: Send + Sync + 'static {
     fn seqpacket_allow(&self, remote_cid: u32) -> bool;
 }
 
-/// The core's handle of a registered transport.
+/// The core's handle of a registered transport, usable while this value lives.
+///
+/// [`Registration::core`] hands it out inside a read section of the core's SRCU, and
+/// [`Registration::unregister`] hides the handle and then waits for those sections before it
+/// unregisters: so a transport's work item or interrupt-driven path may call into the core while
+/// the transport is being unregistered (`rmmod`), and either gets no handle or finishes first.
 ///
 /// # Invariants
 ///
-/// `0` is the handle returned by `rvsock_transport_register`, valid until unregistered.
-pub(crate) struct Core(NonNull<sys::rvsock_transport>);
+/// `handle` is the handle returned by `rvsock_transport_register`, not yet passed to
+/// `rvsock_transport_unregister`; `srcu` is the index of a read section of the core's SRCU that
+/// the unregistration waits for, left when this is dropped.
+pub(crate) struct Core<'a> {
+    handle: NonNull<sys::rvsock_transport>,
+    srcu: i32,
+    _reg: core::marker::PhantomData<&'a ()>,
+}
 
-impl Core {
-    /// Hands a received packet to the core.
+impl Drop for Core<'_> {
+    fn drop(&mut self) {
+        // SAFETY: Pairs with the read lock taken in `Registration::core` (type invariant).
+        unsafe { sys::rvsock_h_srcu_read_unlock(self.srcu) };
+    }
+}
+
+impl Core<'_> {
+    /// Hands a received packet to the core (an exclusive buffer: neither shared nor cloned).
     pub(crate) fn recv(&self, skb: SkBuff) {
         // SAFETY: The handle is valid (type invariant); the core takes the buffer.
-        unsafe { sys::rvsock_transport_recv(self.0.as_ptr(), skb.into_raw()) };
+        unsafe { sys::rvsock_transport_recv(self.handle.as_ptr(), skb.into_raw()) };
     }
 
     /// Changes the local CID.
     pub(crate) fn set_local_cid(&self, cid: u32) {
         // SAFETY: The handle is valid (type invariant).
-        unsafe { sys::rvsock_transport_set_local_cid(self.0.as_ptr(), cid) };
+        unsafe { sys::rvsock_transport_set_local_cid(self.handle.as_ptr(), cid) };
     }
 
     /// Resets every connection of the transport.
     pub(crate) fn reset_all(&self) {
         // SAFETY: The handle is valid (type invariant).
-        unsafe { sys::rvsock_transport_reset_all(self.0.as_ptr()) };
+        unsafe { sys::rvsock_transport_reset_all(self.handle.as_ptr()) };
     }
 }
 
@@ -136,20 +154,50 @@ impl<T: Transport> Registration<T> {
         &self.data
     }
 
-    /// The core handle, once registered.
-    pub(crate) fn core(&self) -> Option<Core> {
-        // INVARIANT: A handle set by the core, valid until `drop` unregisters.
-        NonNull::new(self.handle.load(Ordering::Acquire)).map(Core)
+    /// The core handle, while registered; `None` once [`Registration::unregister`] started.
+    /// The caller must not hold it across a call of [`Registration::unregister`].
+    pub(crate) fn core(&self) -> Option<Core<'_>> {
+        // SAFETY: FFI call without preconditions.
+        let srcu = unsafe { sys::rvsock_h_srcu_read_lock() };
+        match NonNull::new(self.handle.load(Ordering::Acquire)) {
+            // INVARIANT: A handle set by the core; `unregister` hides it and waits for this read
+            // section before unregistering it.
+            Some(handle) => Some(Core {
+                handle,
+                srcu,
+                _reg: core::marker::PhantomData,
+            }),
+            None => {
+                // SAFETY: Pairs with the lock above.
+                unsafe { sys::rvsock_h_srcu_read_unlock(srcu) };
+                None
+            }
+        }
+    }
+
+    /// Unregisters the transport now (dropping the registration does it too): hides the
+    /// handle, waits until no [`Core`] of it is in use, then unregisters, which resets the
+    /// transport's connections.  Afterwards the core calls no callback, and [`Registration::core`]
+    /// returns `None`, so the transport's work may still run safely until it is stopped.
+    ///
+    /// Process context; not from inside a callback of this transport, nor with a [`Core`] held.
+    pub(crate) fn unregister(&self) {
+        let handle = self.handle.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        let Some(handle) = NonNull::new(handle) else {
+            return;
+        };
+        // SAFETY: FFI call; may sleep, and this is process context outside any read section.
+        unsafe { sys::rvsock_h_synchronize_srcu() };
+        // SAFETY: Registered (type invariant), hidden above so no `Core` uses it any more; after
+        // this returns the core calls no callback.
+        unsafe { sys::rvsock_transport_unregister(handle.as_ptr()) };
     }
 }
 
 #[pinned_drop]
 impl<T: Transport> PinnedDrop for Registration<T> {
     fn drop(self: Pin<&mut Self>) {
-        if let Some(core) = self.core() {
-            // SAFETY: Registered (type invariant); after this returns the core calls no callback.
-            unsafe { sys::rvsock_transport_unregister(core.0.as_ptr()) };
-        }
+        self.unregister();
     }
 }
 
@@ -175,7 +223,7 @@ unsafe extern "C" fn send_pkt<T: Transport>(priv_: *mut c_void, skb: *mut sys::s
     // SAFETY: The core passes our `priv` while we are registered.
     let r = unsafe { reg::<T>(priv_) };
     let Some(core) = r.core() else {
-        return EBUSY.to_errno();
+        return ENODEV.to_errno();
     };
     match r.data.send_pkt(&core, skb) {
         Ok(()) => 0,
@@ -249,18 +297,38 @@ pub(crate) mod host {
     // SAFETY: As above.
     unsafe impl Sync for Ops {}
 
+    /// A read section during which a transport is not revoked: [`Ops::revoke`] waits for it
+    /// to end.  Work done under it (a received packet making a connection) is therefore
+    /// finished before the unregistration resets the transport's connections.
+    ///
+    /// # Invariants
+    ///
+    /// `idx` is the index of an SRCU read section entered by [`Ops::enter`] and left on drop.
+    pub(crate) struct Entered<'a> {
+        idx: i32,
+        _ops: &'a Ops,
+    }
+
+    impl Drop for Entered<'_> {
+        fn drop(&mut self) {
+            // SAFETY: Pairs with the read lock of `enter` (type invariant).
+            unsafe { sys::rvsock_h_srcu_read_unlock(self.idx) };
+        }
+    }
+
     impl Ops {
-        fn call<R>(&self, f: impl FnOnce(&sys::rvsock_transport_ops) -> R) -> Option<R> {
+        /// Enters a read section, unless the transport is revoked already.
+        pub(crate) fn enter(&self) -> Option<Entered<'_>> {
             // SAFETY: FFI call without preconditions.
             let idx = unsafe { sys::rvsock_h_srcu_read_lock() };
-            let r = if self.revoked.load(Ordering::Acquire) {
-                None
-            } else {
-                Some(f(&self.ops))
-            };
-            // SAFETY: Pairs with the lock above.
-            unsafe { sys::rvsock_h_srcu_read_unlock(idx) };
-            r
+            // INVARIANT: The section is left when the value is dropped.
+            let entered = Entered { idx, _ops: self };
+            (!self.revoked.load(Ordering::Acquire)).then_some(entered)
+        }
+
+        fn call<R>(&self, f: impl FnOnce(&sys::rvsock_transport_ops) -> R) -> Option<R> {
+            let _entered = self.enter()?;
+            Some(f(&self.ops))
         }
 
         /// Sends a packet; `ENODEV` once the transport is gone.
@@ -327,7 +395,7 @@ pub(crate) mod host {
             -> Result;
         /// Unregisters: revoke the ops, reset the sockets, free the slots.
         fn unregister(t: Arc<Self::Transport>);
-        /// A packet arrived on `t`.
+        /// A packet arrived on `t` (an exclusive buffer); process context, never sleeps.
         fn recv(t: &Arc<Self::Transport>, skb: SkBuff);
         /// The local CID of `t` changed.
         fn set_local_cid(t: &Arc<Self::Transport>, cid: u32);
@@ -460,7 +528,8 @@ pub(crate) mod host {
                 };
                 // SAFETY: The caller gives us the buffer.
                 let skb = unsafe { $crate::kx::skb::SkBuff::from_raw(skb) };
-                if t.is_null() {
+                // A shared or cloned buffer is not the transport's to give (ABI contract).
+                if t.is_null() || !skb.is_exclusive() {
                     return;
                 }
                 // SAFETY: Registered handle (caller).

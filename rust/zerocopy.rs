@@ -167,12 +167,14 @@ impl Plan {
 ///
 /// The notification's first reference is the sender's, given up by [`Lent::sent`]; each
 /// packet holds one more.  Once all are gone the pages are free again and the send may
-/// return; [`Lent::settle`] makes sure that happens.
+/// return.  A sender that stops waiting early (a fatal signal) leaves the notification to its
+/// last packet, which frees it: the pages stay referenced until then.
 ///
 /// # Invariants
 ///
-/// `uarg` is a notification from `rvsock_h_lent_alloc`, owned by this value; `released` says
-/// whether the sender's reference was given up; `done` whether the completion was seen.
+/// `uarg` is a notification from `rvsock_h_lent_alloc`, on which this value holds the sender's
+/// reference to the structure until dropped; `released` says whether the sender's reference on
+/// the notification itself was given up; `done` whether the completion was seen.
 pub(crate) struct Lent {
     uarg: NonNull<sys::ubuf_info>,
     released: bool,
@@ -182,12 +184,23 @@ pub(crate) struct Lent {
 // SAFETY: The notification is only touched through the kernel's thread-safe functions.
 unsafe impl Send for Lent {}
 
+/// How a wait for lent pages ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LentWait {
+    /// No packet holds the pages any more.
+    Done,
+    /// Packets still hold them after the timeout.
+    Timeout,
+    /// A fatal signal is pending: the sender is being killed.
+    Killed,
+}
+
 impl Lent {
     /// A fresh notification, or `None` when memory is short (the send copies then).
     pub(crate) fn new() -> Option<Self> {
         // SAFETY: No preconditions.
         let uarg = NonNull::new(unsafe { sys::rvsock_h_lent_alloc() })?;
-        // INVARIANT: A fresh notification holding the sender's reference.
+        // INVARIANT: A fresh notification holding the sender's references.
         Some(Lent {
             uarg,
             released: false,
@@ -201,6 +214,13 @@ impl Lent {
         unsafe { sys::rvsock_h_lent_note_peer(skb.as_ptr(), sk.as_ptr()) };
     }
 
+    /// Whether `skb` holds pages lent by some send (rather than the user's own `MSG_ZEROCOPY`
+    /// pages, whose sender does not wait for them).
+    pub(crate) fn lends(skb: &Skb) -> bool {
+        // SAFETY: The buffer is valid.
+        unsafe { sys::rvsock_h_skb_lends(skb.as_ptr()) }
+    }
+
     /// Whether `skb` holds these pages.
     pub(crate) fn holds(&self, skb: &Skb) -> bool {
         // SAFETY: Both are valid.
@@ -208,13 +228,11 @@ impl Lent {
     }
 
     /// Gives the pages in `skb` their own copy, so that it no longer holds the sender's.
-    pub(crate) fn copy_out(&self, skb: &mut Skb) -> Result {
+    pub(crate) fn copy_out(&self, skb: &mut Skb, gfp: crate::kx::Gfp) -> Result {
         if !self.holds(skb) {
             return Ok(());
         }
-        // SAFETY: `&mut Skb` is exclusive access to a buffer that is neither shared nor
-        // cloned (rvsock never clones); the copy drops its reference on the notification.
-        to_result(unsafe { sys::skb_copy_ubufs(skb.as_ptr(), sys::GFP_KERNEL) })
+        skb.copy_user_pages(gfp)
     }
 
     /// The socket the packets were queued on, if it is one of `sk`'s protocol.
@@ -244,34 +262,32 @@ impl Lent {
         }
     }
 
-    /// Waits up to `timeout` jiffies for the receiver to release the pages.
-    pub(crate) fn wait(&mut self, timeout: u64) -> bool {
-        if !self.done {
-            self.sent();
-            // SAFETY: The notification is valid (type invariant).
-            self.done = unsafe { sys::rvsock_h_lent_wait(self.uarg.as_ptr(), timeout as _) };
+    /// Waits up to `timeout` jiffies for the receiver to release the pages; a fatal signal
+    /// ends the wait.
+    pub(crate) fn wait(&mut self, timeout: u64) -> LentWait {
+        if self.done {
+            return LentWait::Done;
         }
-        self.done
-    }
-
-    /// Returns once no packet holds the sender's pages: waits `patience` jiffies at a time,
-    /// and after each wait lets `copy_unread` give the packets still queued their own copy.
-    pub(crate) fn settle(mut self, patience: u64, mut copy_unread: impl FnMut(&Lent)) -> bool {
-        let mut copied = false;
-        while !self.wait(patience) {
-            copy_unread(&self);
-            copied = true;
+        self.sent();
+        // SAFETY: The notification is valid (type invariant).
+        match unsafe { sys::rvsock_h_lent_wait(self.uarg.as_ptr(), timeout as _) } {
+            1 => {
+                self.done = true;
+                LentWait::Done
+            }
+            0 => LentWait::Timeout,
+            _ => LentWait::Killed,
         }
-        copied
     }
 }
 
 impl Drop for Lent {
     fn drop(&mut self) {
-        // Packets may still point to the user's pages: the call must not return before they
-        // are gone.  Callers settle first; this is the backstop.
-        while !self.wait(crate::kx::HZ) {}
-        // SAFETY: No packet holds the notification any more and we own it (type invariant).
-        unsafe { sys::rvsock_h_lent_free(self.uarg.as_ptr()) };
+        // Packets may still point to the user's pages if the sender was killed while waiting;
+        // they keep the pages referenced, and the last of them frees the notification.
+        self.sent();
+        // SAFETY: The sender's reference to the structure is held (type invariant) and given
+        // up here, once.
+        unsafe { sys::rvsock_h_lent_release(self.uarg.as_ptr()) };
     }
 }

@@ -7,10 +7,16 @@
 //! sender's context: the core then processes it under the receiving socket's lock, or queues it
 //! on that socket's backlog if its owner holds it.  There is no shared queue, so no socket's
 //! traffic waits behind another's, and no extra context switch per packet.
+//!
+//! `rvsock_loopback_ksym.c` names a symbol `loopback_transport`, as upstream's transport object
+//! is named, so that tools which look for the loaded transports in `/proc/kallsyms` (newer
+//! upstream `vsock_test`) find this one.
+
+#![deny(unsafe_code)]
 
 use kernel::prelude::*;
 
-#[allow(dead_code)]
+#[allow(dead_code, unsafe_code)]
 #[path = "../rust/lib.rs"]
 mod kx;
 
@@ -36,7 +42,7 @@ module! {
 struct Loopback;
 
 impl Transport for Loopback {
-    fn send_pkt(&self, core: &Core, skb: SkBuff) -> Result {
+    fn send_pkt(&self, core: &Core<'_>, skb: SkBuff) -> Result {
         core.recv(skb);
         Ok(())
     }

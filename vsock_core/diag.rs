@@ -3,6 +3,9 @@
 //! `sock_diag` dumps of AF_VSOCK sockets (`net/vmw_vsock/diag.c`): `ss --vsock` lists the
 //! bound, unbound and connected sockets of the requester's network namespace, filtered by
 //! state.
+//!
+//! Like upstream, the walk takes no socket lock: it reads the addresses and states that each
+//! socket mirrors for lockless readers, so a socket whose owner is stalled does not stall it.
 
 use crate::kx::diag::{DiagDump, DiagRow, Dump};
 use crate::vsk::VskRef;
@@ -29,13 +32,10 @@ impl DiagDump for VsockDiag {
             }
             for sk in batch.iter() {
                 if d.same_net(sk) {
-                    let row = {
-                        let mut g = sk.lock();
-                        let st = g.state();
-                        DiagRow {
-                            src: (st.local.cid, st.local.port),
-                            dst: (st.remote.cid, st.remote.port),
-                        }
+                    let (local, remote) = sk.data().addrs();
+                    let row = DiagRow {
+                        src: (local.cid, local.port),
+                        dst: (remote.cid, remote.port),
                     };
                     if d.wants(sk) && d.fill(sk, &row).is_err() {
                         // The buffer is full: this socket starts the next one.

@@ -4,11 +4,12 @@
 //! half of the close handshake, timers, and socket resets when a transport goes away.
 
 use crate::kx::msg::{Msg, OptVal};
-use crate::kx::sock::{NewSock, WaitError};
+use crate::kx::sock::{Net, WaitError};
 use crate::kx::socket::{
     Family, LockedByCaller, PollTable, Socket, SocketOps, SocketState, UserPtr,
 };
 use crate::kx::{self, sys, Gfp};
+use crate::lifecycle::{alloc_sock, apply, cancel_pkt, mirror, remove_sock, unhash_connected};
 use crate::proto::addr::{VsockAddr, AF_VSOCK, SOCKADDR_VM_LEN, VMADDR_CID_ANY, VMADDR_PORT_ANY};
 use crate::proto::conn::{
     Release, Reply, SkState, SockType, RCV_SHUTDOWN, SEND_SHUTDOWN, SHUTDOWN_MASK,
@@ -19,10 +20,9 @@ use crate::proto::opts::{self, connect_timeout_ticks};
 use crate::proto::poll::{self, PollInput};
 use crate::proto::ports::is_reserved;
 use crate::registry::Transport;
-use crate::rx::apply;
 use crate::tx::{self, Outbox};
 use crate::vsk::{
-    Guard, Shared, State, Vsk, VskRef, CLOSE_TIMEOUT_SECS, TIMER_CLOSE, TIMER_CONNECT,
+    new_conn, Guard, State, Vsk, VskRef, CLOSE_TIMEOUT_SECS, TIMER_CLOSE, TIMER_CONNECT,
 };
 use crate::{core, Core};
 use ::core::sync::atomic::Ordering;
@@ -33,90 +33,6 @@ use kernel::types::ARef;
 
 fn err(e: Errno) -> Error {
     kx::error(e)
-}
-
-/// Allocates a socket with the given initial state.
-pub(crate) fn alloc_sock(
-    core: &Core,
-    net: *mut sys::net,
-    sock: Option<&Socket>,
-    ty: SockType,
-    gfp: Gfp,
-    kern: bool,
-    state: State,
-) -> Result<VskRef> {
-    let sk_type = match ty {
-        SockType::Stream => sys::sock_type_SOCK_STREAM,
-        SockType::SeqPacket => sys::sock_type_SOCK_SEQPACKET,
-    } as u16;
-    let buf_alloc = state.conn.rx.buf_alloc;
-    let sock_ptr = sock.map_or(::core::ptr::null_mut(), |s| s.as_ptr());
-    let how = NewSock {
-        net,
-        sock: sock_ptr,
-        family: AF_VSOCK as i32,
-        sk_type,
-        gfp,
-        kern,
-    };
-    // SAFETY: `net` comes from the socket layer (create) or from the listener being served,
-    // and `sock` is the socket being created or none.
-    let sk = unsafe { Vsk::alloc(&core.proto, how, state, Shared::new()) }?;
-    sk.data().set_backlog_limit(buf_alloc);
-    Ok(sk)
-}
-
-/// Mirrors the protocol state into `sk_state` and `sk_shutdown`.
-pub(crate) fn mirror(g: &mut Guard<'_>) {
-    let (state, shutdown) = {
-        let st = g.state();
-        (st.conn.state as u8, st.conn.shutdown)
-    };
-    g.sock().set_sk_state(state);
-    g.sock().set_sk_shutdown(shutdown);
-}
-
-/// Inserts the socket into the connected table; `false` if its key is taken or no memory.
-pub(crate) fn hash_connected(core: &Core, g: &mut Guard<'_>, gfp: Gfp) -> bool {
-    if g.state().connected.is_some() {
-        return true;
-    }
-    let Ok(node) = RBTreeNodeReservation::new(gfp.flags()) else {
-        return false;
-    };
-    let st = g.state();
-    let key = (st.remote.cid, st.remote.port, st.local.port);
-    let me: VskRef = ARef::from(g.sock());
-    let r = core.tables.lock().insert_connected(key, me, node);
-    if r.is_ok() {
-        g.state().connected = Some(key);
-    }
-    r.is_ok()
-}
-
-/// Removes the socket from the connected table.
-pub(crate) fn unhash_connected(core: &Core, g: &mut Guard<'_>) {
-    let Some(key) = g.state().connected.take() else {
-        return;
-    };
-    let old = core.tables.lock().remove_connected(&key);
-    drop(old);
-}
-
-/// The close is complete: purge the receive queue and leave the tables (the bind table only
-/// once the owner released the socket) (`virtio_transport_remove_sock`).
-pub(crate) fn remove_sock(core: &Core, g: &mut Guard<'_>) {
-    g.state().rx.clear();
-    unhash_connected(core, g);
-    let st = g.state();
-    if st.dead {
-        let old = match st.bound.take() {
-            Some(key) => core.tables.lock().unbind(&key),
-            // Never bound: it may be listed as unbound.
-            None => core.tables.lock().remove_unbound(g.sock()),
-        };
-        drop(old);
-    }
 }
 
 /// Binds the socket (`__vsock_bind`).
@@ -143,6 +59,7 @@ fn bind_sk(core: &Core, g: &mut Guard<'_>, addr: VsockAddr) -> Result {
     let st = g.state();
     st.local = VsockAddr::new(key.1, key.0);
     st.bound = Some(key);
+    mirror(g);
     Ok(())
 }
 
@@ -165,7 +82,7 @@ fn assign_transport(core: &Core, g: &mut Guard<'_>) -> Result<Arc<Transport>> {
     let st = g.state();
     // A transport caps the buffer at what the protocol can advertise.
     st.bufs.size = st.bufs.size.min(opts::MAX_BUF_ALLOC);
-    st.conn = crate::proto::conn::Conn::new(st.conn.sock_type, st.bufs.buf_alloc());
+    st.conn = new_conn(st.conn.sock_type, st.bufs.buf_alloc());
     st.transport = Some(new.clone());
     g.sock()
         .data()
@@ -189,9 +106,13 @@ fn transport_release(core: &Core, g: &mut Guard<'_>) {
                 let _ = tx::send_ctrl(g.state(), op, flags);
             }
             let sk = g.sock();
+            // SO_LINGER waits while bytes are still unsent, not for the peer to read them (as
+            // upstream since 6.15, "vsock: Linger on unsent data").
             if sk.flag(sys::sock_flags_SOCK_LINGER) && !kx::current_exiting() {
                 let mut t = sk.lingertime();
-                let _ = g.wait_until(&mut t, |g| g.state().conn.done);
+                let _ = g.wait_until(&mut t, |g| {
+                    g.sock().data().unsent.load(Ordering::Acquire) == 0 || g.state().conn.done
+                });
             }
             if g.state().conn.release_wait_done() {
                 remove_sock(core, g);
@@ -221,77 +142,11 @@ fn release_sk(core: &Core, sk: &Vsk, nested: bool) {
     }
 }
 
-/// A socket timer fired.
-pub(crate) fn timer_fired(sk: &Vsk, timer: usize) {
-    let Some(core) = core() else { return };
-    let mut g = sk.lock();
-    let mut out = Outbox::new();
-    let fx = match timer {
-        TIMER_CONNECT => {
-            let fx = g.state().conn.connect_timeout();
-            if fx.error.is_some() {
-                if let Some(s) = sk.socket() {
-                    s.set_state(SocketState::Unconnected);
-                }
-                cancel_pkt(&mut g);
-            }
-            fx
-        }
-        TIMER_CLOSE => g.state().conn.close_timeout(),
-        _ => return,
-    };
-    apply(core, &mut g, fx, None, &mut out, Gfp::Kernel);
-    out.flush(core);
-}
-
-/// Drops the socket's packets still queued in its transport.
-fn cancel_pkt(g: &mut Guard<'_>) {
-    if let Some(t) = g.state().transport.clone() {
-        t.ops.cancel_pkt(g.sock().as_ptr());
-    }
-}
-
-/// Resets every socket that uses transport `t`; returns how many.
-pub(crate) fn reset_transport_sockets(core: &Core, t: &Arc<Transport>) -> usize {
-    let mut total = 0;
-    loop {
-        let want = core.tables.lock().count_transport(t.id);
-        if want == 0 {
-            return total;
-        }
-        let Ok(mut socks) = KVec::with_capacity(want + 8, GFP_KERNEL) else {
-            return total;
-        };
-        let cap = socks.capacity();
-        core.tables.lock().collect_transport(t.id, &mut socks, cap);
-        if socks.is_empty() {
-            return total;
-        }
-        for sk in socks.iter() {
-            let mut g = sk.lock();
-            sk.data().transport_id.store(0, Ordering::Release);
-            let mine = g
-                .state()
-                .transport
-                .as_ref()
-                .is_some_and(|x| Arc::ptr_eq(x, t));
-            if mine {
-                cancel_pkt(&mut g);
-                g.state().transport_gone = true;
-                let fx = g.state().conn.transport_reset();
-                let mut out = Outbox::new();
-                apply(core, &mut g, fx, None, &mut out, Gfp::Kernel);
-                total += 1;
-            }
-        }
-    }
-}
-
 /// The AF_VSOCK family.
 pub(crate) struct VsockFamily;
 
 impl Family for VsockFamily {
-    fn create(net: *mut sys::net, sock: &Socket, protocol: i32, kern: bool) -> Result {
+    fn create(net: Net<'_>, sock: &Socket, protocol: i32, kern: bool) -> Result {
         if protocol != 0 && protocol != sys::PF_VSOCK as i32 {
             return Err(err(Errno::EPROTONOSUPPORT));
         }
@@ -742,7 +597,7 @@ fn send(
     }
     let seqpacket = st.conn.sock_type == SockType::SeqPacket;
     let mut timeo = sk.sndtimeo(msg.flags() & sys::MSG_DONTWAIT != 0);
-    if tx::may_lend(st, &t, msg, len, timeo) {
+    if tx::may_lend(sk, st, &t, msg, len, timeo) {
         *lent = crate::kx::zerocopy::Lent::new();
     }
     let mut total = 0usize;

@@ -8,7 +8,7 @@ use crate::kx::sys;
 use crate::proto::conn::{RCV_SHUTDOWN, SEND_SHUTDOWN};
 use crate::proto::hdr::{Op, SEQ_EOM, SEQ_EOR};
 use crate::tx;
-use crate::vsk::{Guard, State};
+use crate::vsk::{Guard, State, Vsk};
 use kernel::prelude::*;
 
 /// Waits until the socket has something to read (`has` says what counts), an error, or a
@@ -115,7 +115,8 @@ fn peek_stream(st: &mut State, msg: &mut Msg<'_>, len: usize) -> Result<usize> {
 /// Consumes up to `len` queued bytes; a fault with nothing copied consumes nothing.  Sends a
 /// credit update when the peer could otherwise stall.
 fn dequeue_stream(g: &mut Guard<'_>, msg: &mut Msg<'_>, len: usize) -> Result<usize> {
-    let lowat = g.sock().rcvlowat(false, i32::MAX as usize) as u32;
+    let sk = g.sock();
+    let lowat = sk.rcvlowat(false, i32::MAX as usize) as u32;
     let st = g.state();
     let mut total = 0usize;
     let mut fault = None;
@@ -132,7 +133,7 @@ fn dequeue_stream(g: &mut Guard<'_>, msg: &mut Msg<'_>, len: usize) -> Result<us
         if cb.offset == skb.len() {
             let pkt_len = skb.hdr().map_or(skb.len(), |h| h.len);
             st.conn.rx.consume(pkt_len, bytes as u32, false);
-            if let Some(done) = st.rx.pop_front() {
+            if let Some(done) = st.rx.pop_front(sk) {
                 done.consume();
             }
         } else {
@@ -164,7 +165,8 @@ pub(crate) fn seqpacket(
     let msg_len = if flags & sys::MSG_PEEK != 0 {
         peek_message(g.state(), msg)?
     } else {
-        dequeue_message(g.state(), msg)?
+        let sk = g.sock();
+        dequeue_message(sk, g.state(), msg)?
     };
     let e = g.sock().err();
     if e != 0 {
@@ -208,10 +210,10 @@ fn peek_message(st: &mut State, msg: &mut Msg<'_>) -> Result<usize> {
 
 /// Consumes the first message, copying what fits; a fault drops the whole message.  Always
 /// sends a credit update.
-fn dequeue_message(st: &mut State, msg: &mut Msg<'_>) -> Result<usize> {
+fn dequeue_message(sk: &Vsk, st: &mut State, msg: &mut Msg<'_>) -> Result<usize> {
     let mut left = msg.data_left();
     let mut res: Result<usize> = Ok(0);
-    while let Some(skb) = st.rx.pop_front() {
+    while let Some(skb) = st.rx.pop_front(sk) {
         let (pkt_len, pflags) = skb.hdr().map_or((skb.len(), 0), |h| (h.len, h.flags));
         if let Ok(n) = res {
             let bytes = left.min(pkt_len as usize);

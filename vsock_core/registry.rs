@@ -3,16 +3,13 @@
 //! The transport registry: one slot each for H2G, G2H, DGRAM and LOCAL transports, filled by
 //! transport modules at load time, in any order (`vsock_core_register`).
 //!
-//! Unlike Linux, a transport module can be unloaded while sockets use it: unregistering first
-//! revokes its operations (waiting for calls in flight), then resets every socket that uses it,
-//! which get `ECONNRESET`.  Listeners have no transport and are not affected.
+//! A plain data structure: the entry points that transports call, which also reset sockets and
+//! receive packets, are in [`crate::abi`].
 
-use crate::core;
-use crate::kx::skb::SkBuff;
-use crate::kx::transport::host::{Desc, Host, Ops};
+use crate::kx::transport::host::{Desc, Ops};
 use crate::proto::addr::VsockAddr;
 use crate::proto::errno::Errno;
-use crate::proto::route::{slots_of, Loaded, Slot};
+use crate::proto::route::{Loaded, Slot};
 use ::core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, SpinLock};
@@ -33,6 +30,11 @@ impl Transport {
     pub(crate) fn local_cid(&self) -> u32 {
         self.local_cid.load(Ordering::Acquire)
     }
+
+    /// Changes this side's CID.
+    pub(crate) fn set_local_cid(&self, cid: u32) {
+        self.local_cid.store(cid, Ordering::Release);
+    }
 }
 
 /// The slots.
@@ -49,6 +51,50 @@ impl Registry {
             slots <- kernel::new_spinlock!([None, None, None, None], "rvsock:registry"),
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// A record for a transport that registers with `desc` and `ops`, with a fresh identity.
+    pub(crate) fn new_transport(&self, desc: Desc, ops: Ops) -> Result<Arc<Transport>> {
+        Ok(Arc::new(
+            Transport {
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                local_cid: AtomicU32::new(desc.local_cid),
+                desc,
+                ops,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Puts `t` in every slot of `slots`, all or nothing: `Err` names a slot that is taken and
+    /// its holder.  `before` runs under the registry's lock just before the slots are filled.
+    pub(crate) fn fill(
+        &self,
+        t: &Arc<Transport>,
+        slots: &[Slot],
+        before: impl FnOnce(),
+    ) -> ::core::result::Result<(), (Slot, Arc<Transport>)> {
+        let mut s = self.slots.lock();
+        for sl in slots {
+            if let Some(holder) = &s[sl.index()] {
+                return Err((*sl, holder.clone()));
+            }
+        }
+        before();
+        for sl in slots {
+            s[sl.index()] = Some(t.clone());
+        }
+        Ok(())
+    }
+
+    /// Empties the slots that hold `t`.
+    pub(crate) fn remove(&self, t: &Arc<Transport>) {
+        let mut s = self.slots.lock();
+        for slot in s.iter_mut() {
+            if slot.as_ref().is_some_and(|x| Arc::ptr_eq(x, t)) {
+                *slot = None;
+            }
+        }
     }
 
     /// What is loaded, as the selection rules see it.
@@ -80,93 +126,5 @@ impl Registry {
     pub(crate) fn by_id(&self, id: u64) -> Option<Arc<Transport>> {
         let s = self.slots.lock();
         s.iter().flatten().find(|t| t.id == id).cloned()
-    }
-}
-
-/// The core's side of the transport ABI.
-pub(crate) struct Hosting;
-
-impl Host for Hosting {
-    type Transport = Transport;
-
-    fn register(desc: Desc, ops: Ops, publish: &mut dyn FnMut(&Arc<Transport>)) -> Result {
-        let core = core().ok_or(ENODEV)?;
-        let slots: KVec<Slot> = {
-            let mut v = KVec::new();
-            for s in slots_of(desc.features).map_err(crate::kx::error)? {
-                v.push(s, GFP_KERNEL)?;
-            }
-            v
-        };
-        let t = Arc::new(
-            Transport {
-                id: core.registry.next_id.fetch_add(1, Ordering::Relaxed),
-                local_cid: AtomicU32::new(desc.local_cid),
-                desc,
-                ops,
-            },
-            GFP_KERNEL,
-        )?;
-        let mut s = core.registry.slots.lock();
-        if let Some(taken) = slots.iter().find(|sl| s[sl.index()].is_some()) {
-            let holder = s[taken.index()]
-                .as_ref()
-                .map(|h| h.desc.name())
-                .unwrap_or("?");
-            pr_warn!(
-                "transport {} refused: slot {:?} is held by {}\n",
-                t.desc.name(),
-                taken,
-                holder
-            );
-            return Err(EBUSY);
-        }
-        publish(&t);
-        for sl in slots.iter() {
-            s[sl.index()] = Some(t.clone());
-        }
-        drop(s);
-        pr_info!(
-            "transport {} registered (features {:#x}, local CID {})\n",
-            t.desc.name(),
-            t.desc.features,
-            t.local_cid()
-        );
-        Ok(())
-    }
-
-    fn unregister(t: Arc<Transport>) {
-        let Some(core) = core() else { return };
-        {
-            let mut s = core.registry.slots.lock();
-            for slot in s.iter_mut() {
-                if slot.as_ref().is_some_and(|x| Arc::ptr_eq(x, &t)) {
-                    *slot = None;
-                }
-            }
-        }
-        t.ops.revoke();
-        let n = crate::ops::reset_transport_sockets(core, &t);
-        pr_info!(
-            "transport {} unregistered, {} socket(s) reset\n",
-            t.desc.name(),
-            n
-        );
-    }
-
-    fn recv(t: &Arc<Transport>, skb: SkBuff) {
-        if let Some(core) = core() {
-            crate::rx::recv(core, t, skb);
-        }
-    }
-
-    fn set_local_cid(t: &Arc<Transport>, cid: u32) {
-        t.local_cid.store(cid, Ordering::Release);
-    }
-
-    fn reset_all(t: &Arc<Transport>) {
-        if let Some(core) = core() {
-            crate::ops::reset_transport_sockets(core, t);
-        }
     }
 }

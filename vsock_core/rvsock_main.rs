@@ -7,23 +7,30 @@
 //! `rvsock_vhost`) are separate modules that register with it through the C ABI in
 //! `rust/rvsock_sys.h`.
 //!
-//! Layout: [`ops`] has the socket calls, [`rx`] the receive path, [`tx`] the send path,
-//! [`recv`] the reads, [`registry`] the transports, [`table`] the socket tables, [`vsk`] the
-//! per-socket state; the protocol decisions themselves are in `proto` (the kernel-independent
-//! `rvsock-proto` crate).
+//! Layout, bottom up: [`vsk`] the per-socket state, [`table`] the socket tables, [`registry`]
+//! the transport slots, [`tx`] building and sending packets, [`lifecycle`] a socket's life in
+//! the tables and the effects of protocol events, [`rx`] the receive path, [`recv`] the reads,
+//! [`ops`] the socket calls, [`abi`] the entry points that transports call, [`diag`] and
+//! [`dev`] `sock_diag` and `/dev/vsock`.  The protocol decisions themselves are in `proto` (the
+//! kernel-independent `rvsock-proto` crate).  All `unsafe` code is in `kx` (`rust/`): every
+//! other module forbids it.
+
+#![deny(unsafe_code)]
 
 use kernel::prelude::*;
 use kernel::sync::SpinLock;
 
-#[allow(dead_code)]
+#[allow(dead_code, unsafe_code)]
 #[path = "../rust/lib.rs"]
 mod kx;
 
 #[path = "../rust/proto.rs"]
 mod proto;
 
+mod abi;
 mod dev;
 mod diag;
+mod lifecycle;
 mod ops;
 mod recv;
 mod registry;
@@ -33,7 +40,7 @@ mod tx;
 mod vsk;
 
 use kx::diag::DiagReg;
-use kx::global::ModuleGlobal;
+use kx::global::{ModuleGlobal, Published};
 use kx::misc::MiscReg;
 use kx::sock::ProtoReg;
 use kx::socket::{FamilyReg, OpsTable};
@@ -47,7 +54,12 @@ module! {
     license: "GPL",
 }
 
-kx::transport::host::export_transport_host!(registry::Hosting);
+/// The exported C functions of the transport ABI (`rust/rvsock_sys.h`), which `kx` defines
+/// over [`abi::Hosting`].
+#[allow(unsafe_code, unreachable_pub)]
+mod exports {
+    crate::kx::transport::host::export_transport_host!(crate::abi::Hosting);
+}
 
 /// Everything the family shares.
 #[pin_data]
@@ -68,14 +80,20 @@ pub(crate) fn core() -> Option<&'static Core> {
     CORE.get()
 }
 
+/// The entry points through which the kernel reaches the core.
+struct Entries {
+    _diag: Option<DiagReg<diag::VsockDiag>>,
+    _dev: Pin<KBox<MiscReg<dev::VsockDev>>>,
+    _family: Pin<KBox<FamilyReg<ops::VsockFamily>>>,
+}
+
 struct Rvsock {
-    family: Option<Pin<KBox<FamilyReg<ops::VsockFamily>>>>,
-    dev: Option<Pin<KBox<MiscReg<dev::VsockDev>>>>,
-    diag: Option<DiagReg<diag::VsockDiag>>,
+    _core: Published<Core, Entries>,
 }
 
 impl kernel::Module for Rvsock {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        kx::timers_init()?;
         let proto = ProtoReg::register(kernel::c_str!("AF_VSOCK"), module)?;
         let core = KBox::pin_init(
             try_pin_init!(Core {
@@ -86,49 +104,45 @@ impl kernel::Module for Rvsock {
                 seqpacket_ops: OpsTable::new::<ops::Vsock>(AF_VSOCK as i32, module, false),
             }),
             GFP_KERNEL,
-        )?;
-        let _ = CORE.publish(core);
-        let mut this = Rvsock {
-            family: None,
-            dev: None,
-            diag: None,
-        };
-        match FamilyReg::register(AF_VSOCK as i32, module) {
-            Ok(f) => this.family = Some(f),
+        );
+        let core = match core {
+            Ok(c) => c,
             Err(e) => {
-                if e == EEXIST {
-                    pr_err!("address family AF_VSOCK (40) is taken, is the C vsock module loaded? Not loading\n");
-                }
+                kx::timers_exit();
                 return Err(e);
             }
-        }
-        this.dev = Some(MiscReg::register(kernel::c_str!("vsock"), module)?);
-        // `ss --vsock`; without it (a handler of the C vsock_diag is left over) rvsock works on.
-        match DiagReg::register() {
-            Ok(d) => this.diag = Some(d),
-            Err(e) => pr_warn!(
-                "no sock_diag for AF_VSOCK ({:?}): `ss --vsock` lists nothing\n",
-                e
-            ),
-        }
+        };
+        // Unregistered in reverse order when the module goes; then the socket timers' workqueue
+        // is drained, and only then the core freed.
+        let published = CORE.publish_with(core, kx::timers_exit, |_| {
+            let family = FamilyReg::register(AF_VSOCK as i32, module).inspect_err(|e| {
+                if *e == EEXIST {
+                    pr_err!("address family AF_VSOCK (40) is taken, is the C vsock module loaded? Not loading\n");
+                }
+            })?;
+            let dev = MiscReg::register(kernel::c_str!("vsock"), module)?;
+            // `ss --vsock`; without it (a handler of the C vsock_diag is left over) rvsock works on.
+            let diag = DiagReg::register()
+                .inspect_err(|e| {
+                    pr_warn!(
+                        "no sock_diag for AF_VSOCK ({:?}): `ss --vsock` lists nothing\n",
+                        e
+                    )
+                })
+                .ok();
+            Ok(Entries {
+                _diag: diag,
+                _dev: dev,
+                _family: family,
+            })
+        })?;
         pr_info!("AF_VSOCK registered, /dev/vsock ready\n");
-        Ok(this)
+        Ok(Rvsock { _core: published })
     }
 }
 
 impl Drop for Rvsock {
     fn drop(&mut self) {
-        let was_up = self.dev.is_some();
-        // Unregister the entry points first; then nothing can reach the core.
-        drop(self.diag.take());
-        drop(self.dev.take());
-        drop(self.family.take());
-        // SAFETY: The family and the device are unregistered (their callbacks finished:
-        // `sock_unregister` and `misc_deregister` wait), no socket exists (each pins this module)
-        // and no transport is registered (transports use this module's symbols).
-        drop(unsafe { CORE.withdraw() });
-        if was_up {
-            pr_info!("unloaded\n");
-        }
+        pr_info!("unloading\n");
     }
 }

@@ -3,26 +3,37 @@
 //! The receive path (`virtio_transport_recv_pkt`): a packet from a transport is matched to a
 //! socket and fed to its state machine, and the resulting [`Effects`] are carried out.
 //!
-//! A packet is processed at once, in the sender's context for loopback, under the receiving
-//! socket's spinlock; if the socket's owner holds it, the packet waits on the socket backlog,
-//! which `release_sock` hands back to [`backlog_rcv`].  No work queue sits in between, and no
-//! socket's traffic waits behind another's.
+//! A packet is processed at once, in the caller's context (the sender's for loopback), under
+//! the receiving socket's spinlock.  If an owner holds the socket, the packet waits on the
+//! socket's backlog, which `release_sock` hands back to [`backlog_rcv`]: the receive path never
+//! waits for an owner, which may be stalled, and never drops a packet the peer was entitled to
+//! send.  While it waits, a credit packet folds into the packet before it and small payloads
+//! are appended or packed (see `proto::queue`), so what waits stays close to the payload the
+//! peer may send; beyond the backlog's limit the peer is flooding us and the connection is
+//! reset once the owner has processed what came before.
+//!
+//! No work queue sits in between, and no socket's traffic waits behind another's.
 
-use crate::kx::skb::{SkBuff, Skb};
-use crate::kx::sock::BhLock;
+use crate::kx::skb::{SkBuff, Skb, SkbCb};
+use crate::kx::sock::{BacklogGuard, BhLock, SockProto};
 use crate::kx::Gfp;
+use crate::lifecycle::{alloc_sock, apply, hash_connected, mirror, unhash_connected};
 use crate::proto::addr::{VsockAddr, VMADDR_CID_ANY, VMADDR_CID_LOCAL};
-use crate::proto::conn::{Conn, Effects, RxPlan, SockType};
+use crate::proto::conn::{Conn, RxPlan, SkState, SockType};
 use crate::proto::hdr::{Hdr, Op, SEQ_EOM};
+use crate::proto::queue::{self, Fold, Placement, Tail};
 use crate::proto::route::child_remote;
 use crate::registry::Transport;
 use crate::tx::Outbox;
-use crate::vsk::{Guard, Shared, State, Vsk, TIMER_CLOSE};
+use crate::vsk::{pkt, Guard, Shared, State, Vsk};
 use crate::Core;
+use ::core::sync::atomic::Ordering;
 use kernel::sync::Arc;
+use kernel::types::ARef;
 
-/// Copy payloads up to this size into the previous packet's spare room (`GOOD_COPY_LEN`).
-const GOOD_COPY_LEN: u32 = 128;
+/// Payload room of a buffer that packs small payloads: what a 4 KiB allocation leaves beside
+/// the header and the buffer's shared info.
+const PACK_LEN: u32 = 3584;
 
 /// A packet arrived on transport `t`.
 pub(crate) fn recv(core: &Core, t: &Arc<Transport>, skb: SkBuff) {
@@ -67,35 +78,221 @@ fn deliver(core: &Core, t: &Arc<Transport>, mut skb: SkBuff, out: &mut Outbox) {
         out.rst_nosock(t, &hdr, Gfp::Atomic);
         return;
     }
+    // A REQUEST that a full accept queue refuses costs the listener nothing: it is answered
+    // here, without the listener's lock (a connect flood must not keep its owner busy).
+    if hdr.op() == Some(Op::Request) && listening(&sk) && sk.acceptq_room() == 0 {
+        out.rst_nosock(t, &hdr, Gfp::Atomic);
+        return;
+    }
     // A send lending its pages settles with this socket if it is slow to read them.
     crate::kx::zerocopy::Lent::note_receiver(&skb, &sk);
     // The transport is done with the packet: the sender's unsent count drops here.
     skb.orphan();
-    let mut cb = skb.cb();
-    cb.offset = 0;
-    cb.transport = t.id;
-    skb.set_cb(cb);
+    // Whatever the transport left in the control buffer is not ours to read.
+    skb.set_cb(SkbCb {
+        transport: t.id,
+        ..SkbCb::default()
+    });
 
     match sk.lock_bh() {
-        BhLock::Free(mut g) => process(core, &mut g, t, skb, &hdr, out),
-        BhLock::Owned(mut b) => {
-            let limit = sk.data().backlog_limit();
-            // Beyond the limit the peer ignores our credit; the packet is dropped.
-            let _ = b.add_backlog(skb, limit);
-        }
+        BhLock::Free(mut g) => process(core, &mut g, t, Some(skb), &hdr, out),
+        BhLock::Owned(mut b) => to_backlog(&mut b, t, skb, &hdr, out),
     };
+}
+
+/// Whether the socket listens, as its lockless `sk_state` mirror says.
+fn listening(sk: &Vsk) -> bool {
+    sk.sk_state() == SkState::Listen as u8
+}
+
+/// A packet for a socket whose owner holds it: it waits on the backlog, folded into the packet
+/// before it where possible.
+fn to_backlog(
+    b: &mut BacklogGuard<'_, Shared>,
+    t: &Arc<Transport>,
+    mut skb: SkBuff,
+    hdr: &Hdr,
+    out: &mut Outbox,
+) {
+    let sk = b.sock();
+    let data = sk.data();
+    if data.overflowed.load(Ordering::Acquire) {
+        // Behind a packet that was refused: the connection is being reset.
+        sk.count_drop();
+        return;
+    }
+    // The owner may hold the socket for long (a page fault): a send lending its pages must
+    // not wait for that, so this packet gets its own copy now.
+    if crate::kx::zerocopy::Lent::lends(&skb) {
+        let _ = skb.copy_user_pages(Gfp::Atomic);
+    }
+    let limit = data.backlog_limit();
+    let mut cb = skb.cb();
+    // `sk_add_backlog` counts the receive queue's memory too; the limit is the backlog's own.
+    let add_limit = limit.saturating_add(sk.rmem());
+    if hdr.op() == Some(Op::Request) && listening(sk) {
+        // Counted against the accept queue: however many come, the owner processes at most as
+        // many as it can accept, and the rest are refused here.
+        if data.pending_requests.load(Ordering::Acquire) >= sk.acceptq_room() {
+            out.rst_nosock(t, hdr, Gfp::Atomic);
+            return;
+        }
+        data.pending_requests.fetch_add(1, Ordering::AcqRel);
+        cb.flags |= pkt::REQUEST_COUNTED;
+        skb.set_cb(cb);
+    } else {
+        let pressure = b.len() > limit / 8;
+        // The user's own zerocopy pages are copied only when memory is tight.
+        let copyable = pressure || !skb.has_user_pages();
+        if copyable && fold_into_tail(b, &skb, hdr, t.id, pressure) {
+            consume_copied(skb);
+            return;
+        }
+        // Data that could not join the packet before it starts a buffer that later packets
+        // join (streams only: a SEQPACKET message on a backlog is rarely followed by its rest).
+        let packable = hdr.op() == Some(Op::Rw)
+            && hdr.type_ == SockType::Stream.wire()
+            && skb.len() <= PACK_LEN;
+        if pressure && packable {
+            if let Some(p) = pack(&skb, hdr, Gfp::Atomic) {
+                consume_copied(skb);
+                skb = p;
+            }
+        }
+    }
+    if let Err(skb) = b.add_backlog(skb, add_limit) {
+        if skb.cb().flags & pkt::REQUEST_COUNTED != 0 {
+            sub_pending(b.sock());
+            out.rst_nosock(t, hdr, Gfp::Atomic);
+            return;
+        }
+        // More than a peer keeping to its credit can have in flight: reset the connection once
+        // the owner has processed what came before; drop everything after.
+        data.overflowed.store(true, Ordering::Release);
+        sk.count_drop();
+        if let Some(tail) = b.tail_mut() {
+            let mut cb = tail.cb();
+            cb.flags |= pkt::OVERFLOW;
+            tail.set_cb(cb);
+        }
+    }
+}
+
+/// Folds a packet into the last packet on the backlog, if both belong to one flow and the
+/// rules of `proto::queue` allow it; `true` when it did (the packet can be freed).
+fn fold_into_tail(
+    b: &mut BacklogGuard<'_, Shared>,
+    skb: &Skb,
+    hdr: &Hdr,
+    transport: u64,
+    pressure: bool,
+) -> bool {
+    let Some(tail) = b.tail_mut() else {
+        return false;
+    };
+    let mut tcb = tail.cb();
+    let special = pkt::OVERFLOW | pkt::TRANSPORT_RESET | pkt::REQUEST_COUNTED;
+    let Some(th) = tail.hdr() else {
+        return false;
+    };
+    if tcb.flags & special != 0 || tcb.transport != transport {
+        return false;
+    }
+    match queue::fold(&th, hdr) {
+        Fold::Credit { request } => {
+            tail.set_hdr(&queue::with_credit(&th, hdr));
+            if request && th.op() == Some(Op::Rw) {
+                tcb.flags |= pkt::CREDIT_REQUEST;
+                tail.set_cb(tcb);
+            }
+            true
+        }
+        Fold::Payload => {
+            let t = Tail {
+                eom: th.flags & SEQ_EOM != 0,
+                linear: !tail.is_nonlinear(),
+                tailroom: tail.tailroom(),
+            };
+            let seqpacket = hdr.type_ == SockType::SeqPacket.wire();
+            let eom = hdr.flags & SEQ_EOM != 0;
+            queue::place(Some(t), skb.len(), seqpacket, eom, pressure, PACK_LEN) == Placement::Merge
+                && absorb(tail, skb, hdr)
+        }
+        Fold::No => false,
+    }
+}
+
+/// Appends `skb`'s payload to `tail`, whose header then covers both.
+fn absorb(tail: &mut Skb, skb: &Skb, hdr: &Hdr) -> bool {
+    let Some(th) = tail.hdr() else {
+        return false;
+    };
+    if tail.append_from(skb, 0, skb.len()).is_err() {
+        return false;
+    }
+    tail.set_hdr(&queue::merged(&th, hdr));
+    true
+}
+
+/// A copy of a small packet in a buffer with room for more (`PACK_LEN`), or `None` when memory
+/// is short.
+fn pack(skb: &Skb, hdr: &Hdr, gfp: Gfp) -> Option<SkBuff> {
+    let mut p = SkBuff::alloc_linear_pkt(PACK_LEN, gfp).ok()?;
+    p.set_hdr(hdr);
+    p.append_from(skb, 0, skb.len()).ok()?;
+    p.set_cb(skb.cb());
+    Some(p)
+}
+
+/// Frees a packet whose payload was copied elsewhere.
+fn consume_copied(mut skb: SkBuff) {
+    skb.release_user_pages_copied();
+    skb.consume();
+}
+
+fn sub_pending(sk: &Vsk) {
+    let _ = sk
+        .data()
+        .pending_requests
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+            Some(v.saturating_sub(1))
+        });
 }
 
 /// A packet that waited on the backlog while the socket was owned.
 pub(crate) fn backlog_rcv(g: &mut Guard<'_>, skb: SkBuff) {
     let Some(core) = crate::core() else { return };
-    let Some(hdr) = skb.hdr() else { return };
-    let Some(t) = core.registry.by_id(skb.cb().transport) else {
-        // The transport went away meanwhile; its sockets are being reset.
-        return;
-    };
+    let cb = skb.cb();
     let mut out = Outbox::new();
-    process(core, g, &t, skb, &hdr, &mut out);
+    if cb.flags & pkt::REQUEST_COUNTED != 0 {
+        sub_pending(g.sock());
+    }
+    if cb.flags & pkt::TRANSPORT_RESET != 0 {
+        crate::lifecycle::reset_for_transport(core, g, cb.transport, Gfp::Kernel);
+        crate::lifecycle::cancel_pkt(g);
+        return;
+    }
+    // A transport that went away meanwhile: its sockets are being reset.
+    if let (Some(hdr), Some(t)) = (skb.hdr(), core.registry.by_id(cb.transport)) {
+        if let Some(_entered) = t.ops.enter() {
+            process(core, g, &t, Some(skb), &hdr, &mut out);
+            if cb.flags & pkt::CREDIT_REQUEST != 0 {
+                // A CREDIT_REQUEST folded into this packet, answered as if it came next.
+                let req = Hdr {
+                    op: Op::CreditRequest as u16,
+                    len: 0,
+                    flags: 0,
+                    ..hdr
+                };
+                process(core, g, &t, None, &req, &mut out);
+            }
+        }
+    }
+    if cb.flags & pkt::OVERFLOW != 0 {
+        let fx = g.state().conn.backlog_overflow();
+        apply(core, g, fx, None, &mut out, Gfp::Kernel);
+        g.sock().data().overflowed.store(false, Ordering::Release);
+    }
     out.flush(core);
 }
 
@@ -110,11 +307,13 @@ fn from_peer(st: &State, t: &Arc<Transport>, src: &VsockAddr) -> bool {
         && (src.cid == st.remote.cid || t.local_cid() == VMADDR_CID_LOCAL)
 }
 
+/// Feeds a packet to a locked socket; `skb` is the packet itself, none for one that a folded
+/// packet stands for (it has no payload).
 fn process(
     core: &Core,
     g: &mut Guard<'_>,
     t: &Arc<Transport>,
-    skb: SkBuff,
+    skb: Option<SkBuff>,
     hdr: &Hdr,
     out: &mut Outbox,
 ) {
@@ -128,6 +327,7 @@ fn process(
         return;
     }
     let src = VsockAddr::new(hdr.src_cid as u32, hdr.src_port);
+    let sk = g.sock();
     let st = g.state();
     if !st.conn.done && !from_peer(st, t, &src) {
         out.rst_nosock(t, hdr, gfp);
@@ -137,13 +337,12 @@ fn process(
     if st.local.cid != VMADDR_CID_ANY {
         st.local.cid = hdr.dst_cid as u32;
     }
-    if hdr.op() == Some(Op::Rw) {
-        make_room(st, gfp);
-    }
-    let merge = can_merge(st, &skb, hdr);
+    let placement = match &skb {
+        Some(skb) if hdr.op() == Some(Op::Rw) => placement(st, skb, hdr),
+        _ => Placement::Own,
+    };
     let plan = RxPlan {
-        merge,
-        pkt_overhead: crate::kx::sys::SKB_TRUESIZE_0,
+        merge: placement == Placement::Merge,
     };
     let fx = st.conn.recv(hdr, plan);
     if fx.error == Some(crate::proto::errno::Errno::EPROTO) {
@@ -153,175 +352,53 @@ fn process(
             st.local
         );
     }
-    apply(core, g, fx, Some((t, hdr, skb)), out, gfp);
-}
-
-/// Whether a small payload fits the spare room of the last queued packet, which must not end
-/// a SEQPACKET message.
-fn can_merge(st: &mut State, skb: &SkBuff, hdr: &Hdr) -> bool {
-    if hdr.len > GOOD_COPY_LEN || skb.is_nonlinear() {
-        return false;
+    if let (true, Some(skb)) = (fx.enqueue, skb) {
+        enqueue(sk, st, skb, hdr, placement, gfp);
     }
-    let Some(tail) = st.rx.back_mut() else {
-        return false;
-    };
-    let tail_eom = tail.hdr().is_some_and(|h| h.flags & SEQ_EOM != 0);
-    !tail.is_nonlinear() && skb.len() < tail.tailroom() && !tail_eom
+    apply(core, g, fx, Some((&**t, hdr)), out, gfp);
 }
 
-/// Payload room of a collapsed packet: a 16 KiB allocation with the buffer overhead.
-const COLLAPSE_LEN: u32 = 15 * 1024;
-
-fn collapsible(skb: &Skb) -> bool {
-    skb.cb().offset == 0
-        && skb.len() < COLLAPSE_LEN
-        && !skb.hdr().is_some_and(|h| h.flags & SEQ_EOM != 0)
-}
-
-/// Keeps a long queue of small packets from exceeding the per-packet memory bound that the
-/// credit admission enforces: when one more packet would not fit, runs of small unread
-/// packets are copied into larger ones (`virtio_transport_collapse_rx_queue`).  An honest peer
-/// writing many small messages is never reset for it.
-fn make_room(st: &mut State, gfp: Gfp) {
-    let overhead = crate::kx::sys::SKB_TRUESIZE_0 as u64;
-    if (st.rx.len() as u64 + 1) * overhead <= st.conn.rx.buf_alloc as u64 {
-        return;
+/// Where a data packet goes in the receive queue (`proto::queue::place`).  A packet holding the
+/// user's own zerocopy pages is copied only when the queue is under pressure (its completion
+/// then says so).
+fn placement(st: &mut State, skb: &Skb, hdr: &Hdr) -> Placement {
+    let pressure = st.conn.rx.under_pressure();
+    if skb.has_user_pages() && !pressure {
+        return Placement::Own;
     }
-    let mut old = ::core::mem::take(&mut st.rx);
-    let mut cur: Option<SkBuff> = None;
-    while let Some(skb) = old.pop_front() {
-        if !collapsible(&skb) {
-            if let Some(c) = cur.take() {
-                st.rx.push_back(c);
-            }
-            st.rx.push_back(skb);
-            continue;
-        }
-        if let Some(c) = cur.as_mut() {
-            if skb.len() <= c.tailroom() && append(c, &skb) {
-                st.conn.rx.merged();
-                skb.consume();
-                continue;
-            }
-            if let Some(c) = cur.take() {
-                st.rx.push_back(c);
-            }
-        }
-        match SkBuff::alloc_linear_pkt(COLLAPSE_LEN, gfp) {
-            Ok(mut c) => {
-                if let Some(mut h) = skb.hdr() {
-                    h.len = 0;
-                    h.flags = 0;
-                    c.set_hdr(&h);
-                }
-                if append(&mut c, &skb) {
-                    skb.consume();
-                    cur = Some(c);
-                } else {
-                    st.rx.push_back(skb);
+    let tail = st.rx.back_mut().map(|tail| Tail {
+        eom: tail.hdr().is_some_and(|h| h.flags & SEQ_EOM != 0),
+        linear: !tail.is_nonlinear(),
+        tailroom: tail.tailroom(),
+    });
+    let seqpacket = st.conn.sock_type == SockType::SeqPacket;
+    let eom = hdr.flags & SEQ_EOM != 0;
+    queue::place(tail, skb.len(), seqpacket, eom, pressure, PACK_LEN)
+}
+
+/// Queues an admitted payload where [`placement`] said.  The accounting already counted it as
+/// one more packet unless it merges, so a merge that fails after all counts it.
+fn enqueue(sk: &Vsk, st: &mut State, skb: SkBuff, hdr: &Hdr, placement: Placement, gfp: Gfp) {
+    match placement {
+        Placement::Merge => {
+            if let Some(tail) = st.rx.back_mut() {
+                if absorb(tail, &skb, hdr) {
+                    consume_copied(skb);
+                    return;
                 }
             }
-            Err(_) => st.rx.push_back(skb),
+            st.conn.rx.pkts += 1;
         }
-    }
-    if let Some(c) = cur {
-        st.rx.push_back(c);
-    }
-}
-
-/// Appends `skb`'s payload to the collapsed packet `c`, accumulating its header.
-fn append(c: &mut Skb, skb: &Skb) -> bool {
-    let (Some(mut ch), Some(h)) = (c.hdr(), skb.hdr()) else {
-        return false;
-    };
-    if c.append_from(skb, 0, skb.len()).is_err() {
-        return false;
-    }
-    ch.len += h.len;
-    ch.flags |= h.flags;
-    c.set_hdr(&ch);
-    true
-}
-
-/// Queues an admitted payload, merged into the last packet when the plan said so.
-fn enqueue(st: &mut State, skb: SkBuff, hdr: &Hdr) {
-    if can_merge(st, &skb, hdr) {
-        if let Some(tail) = st.rx.back_mut() {
-            if tail.append_from(&skb, 0, skb.len()).is_ok() {
-                if let Some(mut th) = tail.hdr() {
-                    th.len += hdr.len;
-                    th.flags |= hdr.flags;
-                    tail.set_hdr(&th);
-                }
-                skb.consume();
+        Placement::Pack => {
+            if let Some(p) = pack(&skb, hdr, gfp) {
+                consume_copied(skb);
+                st.rx.push_back(sk, p);
                 return;
             }
         }
+        Placement::Own => {}
     }
-    st.rx.push_back(skb);
-}
-
-/// Carries out the effects of an event on a locked socket (the order matters: queue, reply,
-/// error, tables, then wake-ups).
-pub(crate) fn apply(
-    core: &Core,
-    g: &mut Guard<'_>,
-    fx: Effects,
-    rx: Option<(&Arc<Transport>, &Hdr, SkBuff)>,
-    out: &mut Outbox,
-    gfp: Gfp,
-) {
-    let sk = g.sock();
-    let (rx_t, rx_hdr) = match &rx {
-        Some((t, h, _)) => (Some(*t), Some(*h)),
-        None => (None, None),
-    };
-    if let Some((_, hdr, skb)) = rx {
-        if fx.enqueue && skb.len() > 0 {
-            enqueue(g.state(), skb, hdr);
-        } else if fx.enqueue {
-            // A zero-length message still ends a SEQPACKET record.
-            g.state().rx.push_back(skb);
-        }
-    }
-    if let Some(r) = fx.send {
-        let pair = rx_t.zip(rx_hdr).map(|(t, h)| (&**t, h));
-        crate::tx::reply(g.state(), r, pair, out, gfp);
-    }
-    if let Some(e) = fx.error {
-        sk.report_error(e);
-    }
-    if fx.connected {
-        if let Some(s) = sk.socket() {
-            s.set_state(crate::kx::socket::SocketState::Connected);
-        }
-        crate::ops::hash_connected(core, g, gfp);
-    }
-    if fx.unhash {
-        crate::ops::unhash_connected(core, g);
-    }
-    if fx.cancel_close_timer && sk.disarm_timer(TIMER_CLOSE) {
-        let fx2 = g.state().conn.close_timer_cancelled();
-        apply(core, g, fx2, None, out, gfp);
-    }
-    if fx.remove {
-        crate::ops::remove_sock(core, g);
-    }
-    crate::ops::mirror(g);
-    if fx.state_change {
-        sk.state_change();
-    }
-    if fx.data_ready {
-        let st = g.state();
-        let ready =
-            st.conn.rx.rx_bytes as usize >= sk.rcvlowat(false, i32::MAX as usize) || st.conn.done;
-        if ready {
-            sk.data_ready();
-        }
-    }
-    if fx.write_space {
-        sk.write_space();
-    }
+    st.rx.push_back(sk, skb);
 }
 
 /// A packet for a listener: only a REQUEST, which makes a connected child
@@ -359,18 +436,16 @@ fn listen_rcv(
     cst.bufs = st.bufs;
     cst.bufs.size = cst.bufs.size.min(crate::proto::opts::MAX_BUF_ALLOC);
     cst.connect_timeout = st.connect_timeout;
+    let pkt_cost = cst.conn.rx.pkt_cost;
     cst.conn = Conn::child(sock_type, cst.bufs.buf_alloc(), hdr);
+    cst.conn.rx.pkt_cost = pkt_cost;
     cst.transport = Some(t.clone());
     let buf_alloc = cst.conn.rx.buf_alloc;
-    let Ok(child) = crate::ops::alloc_sock(core, listener.net(), None, sock_type, gfp, false, cst)
-    else {
+    let Ok(child) = alloc_sock(core, listener.net(), None, sock_type, gfp, false, cst) else {
         out.rst_nosock(t, hdr, gfp);
         return;
     };
-    child
-        .data()
-        .transport_id
-        .store(t.id, ::core::sync::atomic::Ordering::Release);
+    child.data().transport_id.store(t.id, Ordering::Release);
     child.data().set_backlog_limit(buf_alloc);
 
     // The child's spinlock is held from here: allocations are atomic.
@@ -380,8 +455,8 @@ fn listen_rcv(
         out.rst_nosock(t, hdr, gfp);
         return;
     };
-    crate::ops::mirror(&mut cg);
-    if !crate::ops::hash_connected(core, &mut cg, Gfp::Atomic) {
+    mirror(&mut cg);
+    if !hash_connected(core, &mut cg, Gfp::Atomic) {
         drop(cg);
         out.rst_nosock(t, hdr, gfp);
         return;
@@ -390,7 +465,7 @@ fn listen_rcv(
     drop(cg);
     if g.state().accept_q.push(child.clone()).is_err() {
         let mut cg = child.lock_fresh_nested();
-        crate::ops::unhash_connected(core, &mut cg);
+        unhash_connected(core, &mut cg);
         drop(cg);
         out.rst_nosock(t, hdr, gfp);
         return;
@@ -405,17 +480,18 @@ fn listen_rcv(
     listener.data_ready();
 }
 
-impl Shared {
-    /// The backlog limit: what an honest peer can have in flight, with packet overhead.
-    pub(crate) fn backlog_limit(&self) -> u32 {
-        self.backlog_limit
-            .load(::core::sync::atomic::Ordering::Relaxed)
+impl SockProto for Shared {
+    type Locked = State;
+
+    fn backlog_rcv(guard: &mut Guard<'_>, skb: SkBuff) {
+        backlog_rcv(guard, skb);
     }
 
-    /// Sets the backlog limit from the receive buffer size.
-    pub(crate) fn set_backlog_limit(&self, buf_alloc: u32) {
-        let limit = (buf_alloc as u64 * 2 + 256 * 1024).min(i32::MAX as u64) as u32;
-        self.backlog_limit
-            .store(limit, ::core::sync::atomic::Ordering::Relaxed);
+    fn timer_fired(sk: ARef<Vsk>, timer: usize) {
+        crate::lifecycle::timer_fired(&sk, timer);
+    }
+
+    fn skb_sent(&self, bytes: u32) {
+        self.skb_unsent_sub(bytes);
     }
 }

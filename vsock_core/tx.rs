@@ -9,8 +9,9 @@
 
 use crate::kx::msg::Msg;
 use crate::kx::skb::SkBuff;
+use crate::kx::sock::WaitError;
 use crate::kx::transport::features;
-use crate::kx::zerocopy::{Lent, Plan};
+use crate::kx::zerocopy::{Lent, LentWait, Plan};
 use crate::kx::{sys, Gfp};
 use crate::proto::conn::{Reply, SockType};
 use crate::proto::errno::Errno;
@@ -18,6 +19,7 @@ use crate::proto::hdr::{Hdr, Op, MAX_PKT_PAYLOAD, SEQ_EOM, SEQ_EOR};
 use crate::registry::Transport;
 use crate::vsk::{State, Vsk, VskRef};
 use crate::Core;
+use ::core::sync::atomic::Ordering;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -54,7 +56,6 @@ impl Outbox {
     pub(crate) fn push(&mut self, t: &Transport, mut skb: SkBuff) {
         let mut cb = skb.cb();
         cb.transport = t.id;
-        cb.reply = true;
         skb.set_cb(cb);
         self.pkts.push_back(skb);
     }
@@ -288,7 +289,8 @@ const LEND_PATIENCE: u64 = if crate::kx::HZ >= 100 {
 /// transport that keeps packets on this machine, from user memory, with no zerocopy of the
 /// user's own.
 pub(crate) fn may_lend(
-    st: &mut State,
+    sk: &Vsk,
+    st: &State,
     t: &Transport,
     msg: &Msg<'_>,
     len: usize,
@@ -305,8 +307,10 @@ pub(crate) fn may_lend(
     {
         return false;
     }
-    if st.lend_backoff > 0 {
-        st.lend_backoff -= 1;
+    let backoff = &sk.data().lend_backoff;
+    let b = backoff.load(Ordering::Relaxed);
+    if b > 0 {
+        backoff.store(b - 1, Ordering::Relaxed);
         return false;
     }
     true
@@ -314,30 +318,42 @@ pub(crate) fn may_lend(
 
 /// Returns once no packet holds a send's lent pages: the receiver read them, or, when it is slow
 /// to, the packets still queued on it got their own copy.  Then the next sends copy for a
-/// while.  No socket lock may be held (the receiver's is taken).
-pub(crate) fn settle_lent(sk: &Vsk, lent: Lent) {
-    let copied = lent.settle(LEND_PATIENCE, |lent| {
-        if let Some(peer) = lent.receiver(sk) {
-            let mut g = peer.lock();
-            g.state().rx.for_each_mut(|skb| {
-                // Out of memory, the packet keeps the pages and the next round tries again.
-                let _ = lent.copy_out(skb);
-            });
+/// while.  No socket lock may be held.
+///
+/// Every wait here is killable and bounded: the receiver's lock is taken with
+/// [`crate::kx::sock::ProtoSock::lock_killable`], never waited for uninterruptibly, so a
+/// receiver whose owner is stalled cannot make the sender unkillable.  (Packets that reach a
+/// receiver while its owner holds it were given their own copy at once, see `rx::to_backlog`;
+/// what can still hold the pages is a packet read by, or queued before, an owner that then
+/// stalls.)  A sender killed meanwhile returns at once; the packets keep the pages referenced
+/// until they are read or freed, and nothing of the dying process can change them.
+pub(crate) fn settle_lent(sk: &Vsk, mut lent: Lent) {
+    let mut copied = false;
+    loop {
+        match lent.wait(LEND_PATIENCE) {
+            LentWait::Done | LentWait::Killed => break,
+            LentWait::Timeout => {}
         }
-    });
-    if copied {
-        sk.lock().state().lend_backoff = LEND_BACKOFF;
+        let Some(peer) = lent.receiver(sk) else {
+            continue;
+        };
+        let locked = peer.lock_killable(LEND_PATIENCE as i64);
+        match locked {
+            Ok(mut g) => {
+                g.state().rx.for_each_mut(|skb| {
+                    // Out of memory, the packet keeps the pages and the next round tries again.
+                    let _ = lent.copy_out(skb, Gfp::Kernel);
+                });
+                copied = true;
+            }
+            Err(WaitError::Interrupted(_)) => break,
+            Err(WaitError::Timeout) => {}
+        };
     }
-}
-
-impl crate::vsk::Shared {
-    /// Takes back bytes counted as unsent that were never sent.
-    pub(crate) fn skb_unsent_sub(&self, n: u32) {
-        let _ = self.unsent.fetch_update(
-            ::core::sync::atomic::Ordering::AcqRel,
-            ::core::sync::atomic::Ordering::Acquire,
-            |v| Some(v.saturating_sub(n)),
-        );
+    if copied {
+        sk.data()
+            .lend_backoff
+            .store(LEND_BACKOFF, Ordering::Relaxed);
     }
 }
 

@@ -307,8 +307,8 @@ fn credit_peer_shrinking_buffer_gives_zero() -> TestResult {
 
 fn credit_update_rules_for_rcvlowat() -> TestResult {
     let mut rx = RxCredit::new(128 * 1024);
-    kcheck!(rx.admit(64 * 1024, false, false, 0).is_ok());
-    kcheck!(rx.admit(64 * 1024, false, false, 0).is_ok());
+    kcheck!(rx.admit(64 * 1024, false, false).is_ok());
+    kcheck!(rx.admit(64 * 1024, false, false).is_ok());
     rx.consume(64 * 1024, 64 * 1024, false);
     kcheck!(rx.update_after_read(64 * 1024 + 1));
     kcheck!(!rx.update_after_read(1));
@@ -320,11 +320,14 @@ fn credit_update_rules_for_rcvlowat() -> TestResult {
 
 fn credit_overrun_is_refused() -> TestResult {
     let mut rx = RxCredit::new(4096);
-    kcheck_eq!(rx.admit(4097, false, false, 0), Err(Overrun::Payload));
-    kcheck!(rx.admit(4096, false, false, 0).is_ok());
-    kcheck_eq!(rx.admit(1, false, true, 0), Err(Overrun::Payload));
+    kcheck_eq!(rx.admit(4097, false, false), Err(Overrun::Payload));
+    kcheck!(rx.admit(4096, false, false).is_ok());
+    kcheck_eq!(rx.admit(1, false, true), Err(Overrun::Payload));
     let mut rx = RxCredit::new(4096);
-    kcheck_eq!(rx.admit(1, false, false, 4097), Err(Overrun::Packets));
+    for _ in 0..crate::proto::credit::MIN_PKTS {
+        kcheck!(rx.admit(0, true, false).is_ok());
+    }
+    kcheck_eq!(rx.admit(0, true, false), Err(Overrun::Packets));
     Ok(())
 }
 

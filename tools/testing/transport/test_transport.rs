@@ -103,7 +103,7 @@ impl TestTransport {
     }
 
     /// Hands a packet to the core as if it came from the peer.
-    pub(crate) fn inject(core: &Core, hdr: &Hdr, payload: &[u8]) -> Result {
+    pub(crate) fn inject(core: &Core<'_>, hdr: &Hdr, payload: &[u8]) -> Result {
         let mut skb = SkBuff::alloc_pkt(payload.len() as u32, Gfp::Atomic)?;
         skb.fill_from_slice(payload)?;
         let mut h = *hdr;
@@ -143,7 +143,7 @@ fn op_name(op: u16) -> &'static str {
 }
 
 impl Transport for TestTransport {
-    fn send_pkt(&self, core: &Core, skb: SkBuff) -> Result {
+    fn send_pkt(&self, core: &Core<'_>, skb: SkBuff) -> Result {
         let Some(h) = skb.hdr() else {
             return Err(EINVAL);
         };

@@ -112,10 +112,8 @@ pub struct Effects {
 /// How the glue would queue the payload of a received RW packet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RxPlan {
-    /// The payload would be appended to the last queued packet.
+    /// The payload would be appended to the last queued packet (no new packet is queued).
     pub merge: bool,
-    /// Memory a queued packet costs beyond its payload.
-    pub pkt_overhead: u32,
 }
 
 /// What closing the socket requires.
@@ -152,9 +150,11 @@ pub struct Conn {
 impl Conn {
     /// A new, unconnected socket with receive buffer `buf_alloc`.
     pub fn new(sock_type: SockType, buf_alloc: u32) -> Self {
+        let mut rx = RxCredit::new(buf_alloc);
+        rx.shaped = sock_type == SockType::SeqPacket;
         Conn {
             sock_type,
-            rx: RxCredit::new(buf_alloc),
+            rx,
             ..Conn::default()
         }
     }
@@ -281,19 +281,39 @@ impl Conn {
 
     fn recv_data(&mut self, hdr: &Hdr, plan: RxPlan, fx: &mut Effects) {
         let eom = self.sock_type == SockType::SeqPacket && hdr.flags & SEQ_EOM != 0;
-        match self.rx.admit(hdr.len, eom, plan.merge, plan.pkt_overhead) {
+        match self.rx.admit(hdr.len, eom, plan.merge) {
             Ok(()) => {
                 fx.enqueue = true;
                 fx.data_ready = true;
+                if self.rx.shaping_overdue() {
+                    // Many small messages queue: tell the sender to wait for the reader.
+                    fx.send = Some(Reply::Sock {
+                        op: Op::CreditUpdate,
+                        flags: 0,
+                    });
+                }
             }
-            Err(Overrun::Payload) | Err(Overrun::Packets) => {
-                // The peer overran our buffer: drop the connection rather than lose data.
-                fx.send = Some(Reply::RST);
-                self.do_close(fx);
-                fx.error = Some(Errno::ENOBUFS);
-                fx.unhash = true;
-            }
+            Err(Overrun::Payload) | Err(Overrun::Packets) => self.overrun(fx),
         }
+    }
+
+    /// The peer overran our buffer: drop the connection rather than lose data.
+    fn overrun(&mut self, fx: &mut Effects) {
+        fx.send = Some(Reply::RST);
+        self.do_close(fx);
+        fx.error = Some(Errno::ENOBUFS);
+        fx.unhash = true;
+    }
+
+    /// The packets of an established connection that arrived while the socket was owned
+    /// exceeded what may wait for it (the peer flooded us): the connection is reset as on an
+    /// overrun.  Nothing if it is over already.
+    pub fn backlog_overflow(&mut self) -> Effects {
+        let mut fx = Effects::default();
+        if !self.done && matches!(self.state, SkState::Established | SkState::Closing) {
+            self.overrun(&mut fx);
+        }
+        fx
     }
 
     /// The connection is over (`virtio_transport_do_close`): mark it done, the peer fully shut
@@ -463,6 +483,7 @@ mod tests {
         conn: Conn,
         port: u32,
         queue: VecDeque<u32>,
+        eoms: VecDeque<bool>,
         removed: bool,
         unhashed: bool,
         err: Option<Errno>,
@@ -475,6 +496,7 @@ mod tests {
                 conn,
                 port,
                 queue: VecDeque::new(),
+                eoms: VecDeque::new(),
                 removed: false,
                 unhashed: false,
                 err: None,
@@ -491,10 +513,14 @@ mod tests {
 
     impl Pair {
         fn connected(buf: [u32; 2]) -> Pair {
-            let mut client = End::new(Conn::new(SockType::Stream, buf[0]), 5000);
+            Pair::connected_as(SockType::Stream, buf)
+        }
+
+        fn connected_as(ty: SockType, buf: [u32; 2]) -> Pair {
+            let mut client = End::new(Conn::new(ty, buf[0]), 5000);
             let fx = client.conn.connect();
             let req = hdr_for(&mut client, 1234, fx.send.unwrap());
-            let server = End::new(Conn::child(SockType::Stream, buf[1], &req), 1234);
+            let server = End::new(Conn::child(ty, buf[1], &req), 1234);
             let mut p = Pair {
                 ends: [client, server],
                 wire: [VecDeque::new(), VecDeque::new()],
@@ -524,6 +550,8 @@ mod tests {
         fn apply(&mut self, at: usize, fx: Effects, answering: Option<&Hdr>, payload: u32) {
             if fx.enqueue {
                 self.ends[at].queue.push_back(payload);
+                let eom = answering.is_some_and(|h| h.flags & SEQ_EOM != 0);
+                self.ends[at].eoms.push_back(eom);
             }
             self.emit(at, fx.send, answering);
             if let Some(e) = fx.error {
@@ -596,6 +624,61 @@ mod tests {
             sent
         }
 
+        /// Sends a SEQPACKET message of `len` bytes from `from` as far as credit allows, in
+        /// fragments, EOM on the last; returns the bytes sent.
+        fn send_msg(&mut self, from: usize, len: u32) -> u32 {
+            let mut sent = 0;
+            loop {
+                let e = &mut self.ends[from];
+                if e.conn.state != SkState::Established || e.conn.tx_space() == 0 {
+                    return sent;
+                }
+                let got = e.conn.reserve((len - sent).min(MAX_PKT_PAYLOAD));
+                let to_port = self.ends[1 - from].port;
+                let mut h = hdr_for(
+                    &mut self.ends[from],
+                    to_port,
+                    Reply::Sock {
+                        op: Op::Rw,
+                        flags: 0,
+                    },
+                );
+                h.len = got;
+                sent += got;
+                if sent == len {
+                    h.flags = SEQ_EOM;
+                }
+                self.wire[1 - from].push_back(h);
+                if sent == len {
+                    return sent;
+                }
+            }
+        }
+
+        /// Reads one SEQPACKET message at `at` (its packets), then sends the credit update a
+        /// SEQPACKET read always sends.
+        fn read_msg(&mut self, at: usize) -> bool {
+            if self.ends[at].conn.rx.msg_count == 0 {
+                return false;
+            }
+            while let Some(len) = self.ends[at].queue.pop_front() {
+                let eom = self.ends[at].eoms.pop_front().unwrap_or(false);
+                self.ends[at].conn.rx.consume(len, len, eom);
+                if eom {
+                    break;
+                }
+            }
+            self.emit(
+                at,
+                Some(Reply::Sock {
+                    op: Op::CreditUpdate,
+                    flags: 0,
+                }),
+                None,
+            );
+            true
+        }
+
         /// Reads up to `n` bytes at `at`, whole packets at a time, then sends a credit update
         /// if the rules ask for one.
         fn read(&mut self, at: usize, n: u32, rcvlowat: u32) -> u32 {
@@ -605,6 +688,7 @@ mod tests {
                     break;
                 }
                 self.ends[at].queue.pop_front();
+                self.ends[at].eoms.pop_front();
                 self.ends[at].conn.rx.consume(len, len, false);
                 got += len;
             }
@@ -936,12 +1020,68 @@ mod tests {
                 h.op %= 9;
                 h.flags = flags;
                 h.len = lens[i];
-                let fx = c.recv(&h, RxPlan { merge: i % 2 == 0, pkt_overhead: 320 });
+                let fx = c.recv(&h, RxPlan { merge: i % 2 == 0 });
                 prop_assert!(states.contains(&c.state));
                 if h.op == Op::Rst as u16 {
                     prop_assert!(fx.send.is_none() || fx.send == Some(Reply::RstNoSock));
                 }
                 prop_assert!(c.rx.buf_used <= c.rx.buf_alloc);
+            }
+        }
+    }
+
+    #[test]
+    fn small_messages_make_an_honest_sender_wait_instead_of_a_reset() {
+        // Upstream resets a SEQPACKET connection with ENOBUFS once ~456 one-byte messages wait
+        // unread.  Here the sender learns to wait, and nothing queued is lost.
+        let mut p = Pair::connected_as(SockType::SeqPacket, [256 * 1024, 256 * 1024]);
+        p.ends[1].conn.rx.pkt_cost = 576;
+        let mut sent = 0;
+        while p.send_msg(0, 1) == 1 {
+            sent += 1;
+            p.deliver_all();
+            assert!(sent < 100_000, "the sender was never held back");
+        }
+        assert_eq!(p.ends[1].err, None);
+        let max = p.ends[1].conn.rx.max_pkts();
+        assert!(
+            sent > max as usize / 4 && sent <= max as usize / 2,
+            "{sent} of {max}"
+        );
+        assert_eq!(p.ends[1].conn.rx.msg_count as usize, sent);
+        // The reader catches up and the sender goes on.
+        while p.read_msg(1) {}
+        p.deliver_all();
+        assert_eq!(p.send_msg(0, 1), 1);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A SEQPACKET sender that learns our credit updates within `lag` packets (on loopback
+        /// at once) is never reset however small its messages and however slow the reader, and
+        /// the queue never holds more packets than its bound.
+        #[test]
+        fn seqpacket_backpressure_holds(buf in 4096u32..(1 << 20), lag in 0usize..24, evs in proptest::collection::vec((0u8..4, 1u32..3000), 1..400)) {
+            let mut p = Pair::connected_as(SockType::SeqPacket, [buf, buf]);
+            p.ends[1].conn.rx.pkt_cost = 576;
+            for (what, n) in evs {
+                match what {
+                    0 | 1 => {
+                        let size = if what == 0 { 1 + n % 8 } else { n };
+                        p.send_msg(0, size.min(p.ends[0].conn.max_message().max(1)));
+                        // The receiver processes all but the last `lag` packets; its replies
+                        // reach the sender at once.
+                        while p.wire[1].len() > lag {
+                            p.deliver(1);
+                        }
+                        while p.deliver(0) {}
+                    }
+                    2 => { p.read_msg(1); while p.deliver(0) {} }
+                    _ => { p.deliver_all(); }
+                }
+                prop_assert_eq!(p.ends[1].err, None);
+                prop_assert!(p.ends[1].conn.rx.pkts <= p.ends[1].conn.rx.max_pkts());
             }
         }
     }

@@ -65,21 +65,48 @@ impl TxCredit {
 /// Why a received packet was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Overrun {
-    /// The payload does not fit the advertised buffer: the peer ignored our credit.
+    /// The payload goes beyond the credit we ever advertised: the peer ignored it.
     Payload,
-    /// Too many queued packets for the buffer (per-packet overhead would exceed it).
+    /// Too many queued packets for the buffer (their overhead would exceed it).
     Packets,
 }
 
+/// Memory a queued packet costs beyond its payload, until the kernel glue sets the real figure
+/// (`SKB_TRUESIZE(0)`, which depends on the kernel's configuration).
+pub const DEFAULT_PKT_COST: u32 = 768;
+
+/// The fewest packets a receive queue may hold, whatever its buffer size: upstream allows
+/// `buf_alloc / SKB_TRUESIZE(0)` packets, which is none below about 600 bytes.
+pub const MIN_PKTS: u32 = 64;
+
 /// The receiver side: what we advertise and what is queued.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// Credit is kept in the sender's own terms: the peer counts the payload bytes it sent
+/// (`tx_cnt`) and may send while `tx_cnt - fwd_cnt < buf_alloc` for the last `(buf_alloc,
+/// fwd_cnt)` we sent it, that is until `tx_cnt` reaches `fwd_cnt + buf_alloc`, the *limit* of
+/// that advertisement.  [`RxCredit::granted`] is the highest limit ever advertised: a peer that
+/// keeps to its credit never sends beyond it, whatever order our packets reached it in and
+/// however the buffer size changed since.  Admission checks exactly that, so a packet an honest
+/// peer sent is never refused, and a lowered buffer does not reset a connection whose peer sent
+/// under the old one.
+///
+/// For SEQPACKET ([`RxCredit::shaped`]), messages cannot share a queued packet, so many small
+/// messages cost far more memory than their payload.  Once the queue holds a quarter of the
+/// packets it may ([`RxCredit::max_pkts`]), the limit we advertise lets the peer send only as
+/// many more bytes as packets fit before half of that: an honest sender then waits for the
+/// reader (or gets `EAGAIN`) instead of making us reset the connection.  The advertised
+/// `buf_alloc` stays the buffer size (a smaller one would make the peer's large messages fail
+/// with `EMSGSIZE`); the advertised `fwd_cnt` lags instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RxCredit {
     /// Our receive buffer, advertised in every packet.
     pub buf_alloc: u32,
     /// Payload bytes consumed by the reader (advanced per whole packet), free-running.
     pub fwd_cnt: u32,
-    /// The `fwd_cnt` last advertised to the peer.
-    pub last_fwd_cnt: u32,
+    /// The highest limit (`fwd_cnt + buf_alloc` as sent) ever advertised, free-running.
+    pub granted: u32,
+    /// The limit of the last advertisement.
+    pub adv_limit: u32,
     /// Readable bytes queued.
     pub rx_bytes: u32,
     /// Payload bytes of queued packets not yet fully consumed.
@@ -88,41 +115,87 @@ pub struct RxCredit {
     pub pkts: u32,
     /// Complete SEQPACKET messages queued (packets with EOM).
     pub msg_count: u32,
+    /// Memory a queued packet costs beyond its payload.
+    pub pkt_cost: u32,
+    /// Shape the advertised credit by the packets queued (SEQPACKET).
+    pub shaped: bool,
+}
+
+impl Default for RxCredit {
+    fn default() -> Self {
+        RxCredit::new(0)
+    }
 }
 
 impl RxCredit {
-    /// A receiver with buffer `buf_alloc` and nothing queued.
-    pub fn new(buf_alloc: u32) -> Self {
+    /// A receiver with buffer `buf_alloc` and nothing queued; the peer may send `buf_alloc`
+    /// bytes (what our first packet will advertise).
+    pub const fn new(buf_alloc: u32) -> Self {
         RxCredit {
             buf_alloc,
-            ..Default::default()
+            fwd_cnt: 0,
+            granted: buf_alloc,
+            adv_limit: buf_alloc,
+            rx_bytes: 0,
+            buf_used: 0,
+            pkts: 0,
+            msg_count: 0,
+            pkt_cost: DEFAULT_PKT_COST,
+            shaped: false,
         }
+    }
+
+    /// Payload bytes received so far (consumed or queued), free-running: the peer's `tx_cnt` as
+    /// far as it reached us.
+    pub fn received(&self) -> u32 {
+        self.fwd_cnt.wrapping_add(self.buf_used)
+    }
+
+    /// Payload bytes the peer may still send: up to the highest limit ever advertised.
+    /// (Admission keeps `received()` at or below `granted`.)
+    pub fn entitlement(&self) -> u32 {
+        self.granted.wrapping_sub(self.received())
+    }
+
+    /// How far limit `limit` is beyond what the reader consumed.  Every limit we make is at or
+    /// beyond `fwd_cnt` when made, and `granted` stays beyond it, so this orders them even
+    /// for buffers above 2 GiB.
+    fn ahead(&self, limit: u32) -> u32 {
+        limit.wrapping_sub(self.fwd_cnt)
+    }
+
+    /// The most packets the queue may hold: upstream's `buf_alloc / SKB_TRUESIZE(0)`, taken of
+    /// the largest buffer the peer may still fill (a lowered buffer keeps the old bound until
+    /// the peer's old credit is used up), and never fewer than [`MIN_PKTS`].
+    pub fn max_pkts(&self) -> u32 {
+        let fillable = self.ahead(self.granted);
+        (self.buf_alloc.max(fillable) / self.pkt_cost.max(1)).max(MIN_PKTS)
     }
 
     /// Admits a packet of `len` payload bytes (`virtio_transport_inc_rx_pkt`).
     ///
-    /// `merged` says the payload is appended to the queue's last packet instead of being queued
-    /// on its own; `pkt_overhead` is the memory a queued packet costs beyond its payload.  The
-    /// payload must fit `buf_alloc`, and the queued packets' overhead must too.
-    pub fn admit(
-        &mut self,
-        len: u32,
-        eom: bool,
-        merged: bool,
-        pkt_overhead: u32,
-    ) -> Result<(), Overrun> {
-        if self.buf_used as u64 + len as u64 > self.buf_alloc as u64 {
+    /// `merged` says the payload joins the queue's last packet instead of being queued on its
+    /// own.  The payload must be within the credit ever advertised, and the queued packets
+    /// must not exceed [`RxCredit::max_pkts`].
+    pub fn admit(&mut self, len: u32, eom: bool, merged: bool) -> Result<(), Overrun> {
+        if len > self.entitlement() {
             return Err(Overrun::Payload);
         }
-        let pkts = self.pkts as u64 + u64::from(!merged);
-        if pkts * pkt_overhead as u64 > self.buf_alloc as u64 {
+        let pkts = self.pkts + u32::from(!merged);
+        if pkts > self.max_pkts() {
             return Err(Overrun::Packets);
         }
         self.rx_bytes += len;
         self.buf_used += len;
-        self.pkts = pkts as u32;
+        self.pkts = pkts;
         self.msg_count += u32::from(eom);
         Ok(())
+    }
+
+    /// Whether the queue is long enough that small payloads should be packed into shared
+    /// buffers rather than queued one packet each: an eighth of [`RxCredit::max_pkts`].
+    pub fn under_pressure(&self) -> bool {
+        self.pkts >= self.max_pkts() / 8
     }
 
     /// Accounts `bytes` read from a queued packet without finishing it.
@@ -142,20 +215,53 @@ impl RxCredit {
         }
     }
 
-    /// Accounts the merging of two queued packets into one (queue collapse).
+    /// Accounts the merging of two queued packets into one.
     pub fn merged(&mut self) {
         self.pkts = self.pkts.saturating_sub(1);
     }
 
-    /// The credit fields to put in an outgoing packet; the peer will know our `fwd_cnt` then.
-    pub fn stamp(&mut self) -> (u32, u32) {
-        self.last_fwd_cnt = self.fwd_cnt;
-        (self.buf_alloc, self.fwd_cnt)
+    /// The limit we would advertise now: the whole buffer beyond what the reader consumed, or,
+    /// for a shaped queue holding more than a quarter of its packets, only as many bytes as
+    /// packets fit before half of them (each packet of an honest peer carries at least one).
+    pub fn target(&self) -> u32 {
+        let full = self.fwd_cnt.wrapping_add(self.buf_alloc);
+        let max = self.max_pkts();
+        if !self.shaped || self.pkts <= max / 4 {
+            return full;
+        }
+        let room = (max / 2).saturating_sub(self.pkts);
+        let shaped = self.received().wrapping_add(room);
+        if self.ahead(shaped) < self.ahead(full) {
+            shaped
+        } else {
+            full
+        }
     }
 
-    /// Consumed bytes the peer has not been told about.
+    /// The credit fields to put in an outgoing packet, `(buf_alloc, fwd_cnt)`; the peer will
+    /// know this limit then.
+    pub fn stamp(&mut self) -> (u32, u32) {
+        let limit = self.target();
+        self.adv_limit = limit;
+        if self.ahead(limit) > self.ahead(self.granted) {
+            self.granted = limit;
+        }
+        (self.buf_alloc, limit.wrapping_sub(self.buf_alloc))
+    }
+
+    /// Credit the peer has not been told about: how far the limit we would advertise is beyond
+    /// the last one (for streams, the bytes consumed since the last advertisement).
     pub fn unadvertised(&self) -> u32 {
-        self.fwd_cnt.wrapping_sub(self.last_fwd_cnt)
+        let d = self.target().wrapping_sub(self.adv_limit) as i32;
+        d.max(0) as u32
+    }
+
+    /// Whether the peer believes it may send much more than the shaped limit allows now, so a
+    /// CREDIT_UPDATE should tell it (an eighth of [`RxCredit::max_pkts`] of slack, so that a
+    /// queue growing one packet at a time does not answer every packet).
+    pub fn shaping_overdue(&self) -> bool {
+        let slack = (self.max_pkts() / 8).max(1);
+        self.shaped && (self.adv_limit.wrapping_sub(self.target()) as i32) > slack as i32
     }
 
     /// Whether a stream read should be followed by a CREDIT_UPDATE: some consumption is
@@ -204,8 +310,8 @@ mod tests {
         // Test 23: 128 KiB buffer, SO_RCVLOWAT 64 KiB + 1, the reader consumes one 64 KiB packet
         // of two: free space is exactly 64 KiB, but too few bytes are queued.
         let mut rx = RxCredit::new(128 * 1024);
-        rx.admit(64 * 1024, false, false, 0).unwrap();
-        rx.admit(64 * 1024, false, false, 0).unwrap();
+        rx.admit(64 * 1024, false, false).unwrap();
+        rx.admit(64 * 1024, false, false).unwrap();
         rx.consume(64 * 1024, 64 * 1024, false);
         assert!(rx.update_after_read(64 * 1024 + 1));
         assert!(!rx.update_after_read(1));
@@ -218,15 +324,105 @@ mod tests {
     #[test]
     fn overrun_is_refused() {
         let mut rx = RxCredit::new(4096);
-        assert_eq!(rx.admit(4097, false, false, 0), Err(Overrun::Payload));
-        rx.admit(4096, false, false, 0).unwrap();
-        assert_eq!(rx.admit(1, false, true, 0), Err(Overrun::Payload));
+        assert_eq!(rx.admit(4097, false, false), Err(Overrun::Payload));
+        rx.admit(4096, false, false).unwrap();
+        assert_eq!(rx.admit(1, false, true), Err(Overrun::Payload));
+        // Zero-length packets take no credit but count as packets.
         let mut rx = RxCredit::new(4096);
-        assert_eq!(rx.admit(1, false, false, 4097), Err(Overrun::Packets));
-        assert_eq!(rx.admit(1, false, false, 2048), Ok(()));
-        assert_eq!(rx.admit(1, false, false, 2048), Ok(()));
-        assert_eq!(rx.admit(1, false, false, 2048), Err(Overrun::Packets));
-        assert_eq!(rx.admit(1, false, true, 2048), Ok(()));
+        for _ in 0..MIN_PKTS {
+            rx.admit(0, true, false).unwrap();
+        }
+        assert_eq!(rx.admit(0, true, false), Err(Overrun::Packets));
+        assert_eq!(rx.admit(0, true, true), Ok(()));
+    }
+
+    #[test]
+    fn packet_bound_follows_the_buffer() {
+        let mut rx = RxCredit::new(1 << 20);
+        rx.pkt_cost = 1024;
+        assert_eq!(rx.max_pkts(), 1024);
+        let mut rx = RxCredit::new(128);
+        assert_eq!(rx.max_pkts(), MIN_PKTS);
+        rx.buf_alloc = 0;
+        assert_eq!(rx.max_pkts(), MIN_PKTS);
+    }
+
+    #[test]
+    fn lowering_the_buffer_keeps_what_was_granted() {
+        // The peer was told 256 KiB and sent it; then our buffer shrinks to 4 KiB and we tell
+        // it so, but its packets were already on their way: they are admitted, not refused.
+        let mut rx = RxCredit::new(256 * 1024);
+        let _ = rx.stamp();
+        rx.buf_alloc = 4096;
+        let (b, f) = rx.stamp();
+        assert_eq!((b, f), (4096, 0));
+        for _ in 0..4 {
+            rx.admit(64 * 1024, false, false).unwrap();
+        }
+        assert_eq!(rx.entitlement(), 0);
+        assert_eq!(rx.admit(1, false, false), Err(Overrun::Payload));
+        // Once the reader consumed it all, the new, smaller limit applies.
+        for _ in 0..4 {
+            rx.consume(64 * 1024, 64 * 1024, false);
+        }
+        let _ = rx.stamp();
+        assert_eq!(rx.entitlement(), 4096);
+    }
+
+    #[test]
+    fn granted_is_the_highest_limit_in_any_order() {
+        let mut rx = RxCredit::new(8192);
+        rx.admit(8192, false, false).unwrap();
+        rx.consume(8192, 8192, false);
+        let _ = rx.stamp(); // limit 16384
+        rx.buf_alloc = 1024;
+        let _ = rx.stamp(); // limit 9216: the peer may still act on the first one
+        assert_eq!(rx.granted, 16384);
+        assert_eq!(rx.entitlement(), 8192);
+    }
+
+    #[test]
+    fn counters_wrap() {
+        let mut rx = RxCredit::new(4096);
+        rx.fwd_cnt = u32::MAX - 10;
+        rx.granted = rx.fwd_cnt;
+        let _ = rx.stamp();
+        assert_eq!(rx.entitlement(), 4096);
+        rx.admit(4096, false, false).unwrap();
+        rx.consume(4096, 4096, false);
+        let _ = rx.stamp();
+        assert_eq!(rx.entitlement(), 4096);
+        assert_eq!(rx.fwd_cnt, 4085);
+    }
+
+    #[test]
+    fn shaping_only_for_seqpacket_and_only_when_many_packets_queue() {
+        let mut rx = RxCredit::new(256 * 1024);
+        rx.pkt_cost = 576;
+        let max = rx.max_pkts();
+        assert_eq!(max, 455);
+        for _ in 0..(max / 4 + 10) {
+            rx.admit(1, true, false).unwrap();
+        }
+        // A stream (unshaped) queue advertises its whole buffer.
+        assert_eq!(rx.target(), 256 * 1024);
+        assert!(!rx.shaping_overdue());
+        rx.shaped = true;
+        // Shaped: only as many bytes as packets fit before half the bound.
+        assert_eq!(rx.target(), rx.received() + (max / 2 - rx.pkts));
+        assert!(rx.shaping_overdue());
+        let (b, f) = rx.stamp();
+        assert_eq!(b, 256 * 1024);
+        assert_eq!(f.wrapping_add(b), rx.received() + (max / 2 - rx.pkts));
+        assert!(!rx.shaping_overdue());
+        // What was granted before still stands.
+        assert_eq!(rx.granted, 256 * 1024);
+        // The reader catches up: the full buffer is advertised again.
+        while rx.pkts > 0 {
+            rx.consume(1, 1, true);
+        }
+        assert_eq!(rx.target(), rx.fwd_cnt + 256 * 1024);
+        assert!(rx.unadvertised() > 0);
     }
 
     #[derive(Debug, Clone)]
@@ -266,7 +462,7 @@ mod tests {
                     Step::Deliver => {
                         if wire > 0 {
                             let len = wire.min(MAX_PKT_PAYLOAD as u64) as u32;
-                            prop_assert_eq!(rx.admit(len, false, false, 0), Ok(()));
+                            prop_assert_eq!(rx.admit(len, false, false), Ok(()));
                             wire -= len as u64;
                             queued += len as u64;
                         }
@@ -319,7 +515,7 @@ mod tests {
                     if let Some((l, e)) = queued.pop_front() {
                         rx.consume(l, l, e);
                     }
-                } else if rx.admit(len, eom, false, 0).is_ok() {
+                } else if rx.admit(len, eom, false).is_ok() {
                     queued.push_back((len, eom));
                 }
                 prop_assert!(rx.buf_used <= rx.buf_alloc);

@@ -11,6 +11,7 @@
 //! - [`credit`]: credit-based flow control, sender and receiver sides;
 //! - [`conn`]: the connection state machine, fed with packets and local events;
 //! - [`poll`]: the poll/epoll mask of a connectible socket;
+//! - [`queue`]: where a received packet goes (merged, packed or on its own, and on a backlog);
 //! - [`route`]: which transport slot serves a remote address;
 //! - [`ports`]: bind-table matching and ephemeral port allocation;
 //! - [`opts`]: socket option rules (buffer sizes, connect timeout);
@@ -28,6 +29,7 @@ pub mod hdr;
 pub mod opts;
 pub mod poll;
 pub mod ports;
+pub mod queue;
 pub mod route;
 
 #[cfg(test)]

@@ -40,9 +40,9 @@ fuzz_target!(|data: &[u8]| {
             c = Conn::child(ty, buf_alloc, &hdr);
             continue;
         }
+        c.rx.pkt_cost = u32::from(raw.get(HDR_LEN + 1).copied().unwrap_or(0)) * 8;
         let plan = RxPlan {
             merge: knobs & 8 != 0,
-            pkt_overhead: u32::from(raw.get(HDR_LEN + 1).copied().unwrap_or(0)) * 8,
         };
         let before = c;
         let fx = c.recv(&hdr, plan);
@@ -53,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         assert!(c.rx.buf_used <= c.rx.buf_alloc, "overrun admitted");
+        assert!(c.rx.pkts <= c.rx.max_pkts(), "too many packets admitted");
         assert!(c.rx.rx_bytes <= c.rx.buf_used);
         assert!(c.peer_shutdown <= SHUTDOWN_MASK && c.shutdown <= SHUTDOWN_MASK);
         if fx.enqueue {
