@@ -21,6 +21,7 @@ mod test_transport;
 
 mod core_tests;
 mod proto_tests;
+mod rx_tests;
 
 use kunit::{kcheck, kcheck_eq, kunit_suite, TestResult};
 
