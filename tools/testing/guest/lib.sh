@@ -143,7 +143,8 @@ loaded_matching() {
 loaded_c_stack() { loaded_matching "$C_STACK_RE"; }
 loaded_ours() { loaded_matching "$OUR_RE"; }
 
-# insmod_ours KO: insmod one of our modules, refusing while the C stack is loaded.
+# insmod_ours KO [SECONDS]: insmod one of our modules (within SECONDS, default 120), refusing
+# while the C stack is loaded.
 insmod_ours() {
 	local c
 	c=$(loaded_c_stack)
@@ -151,7 +152,7 @@ insmod_ours() {
 		echo "refusing to load $1: the C vsock stack is loaded ($c)"
 		return 1
 	fi
-	bounded 120 "${BB[@]}" insmod "$1"
+	bounded "${2:-120}" "${BB[@]}" insmod "$1"
 }
 
 # rmmod_retry NAME [SECONDS]: rmmod, retrying while the module is busy (sockets in their close
