@@ -136,6 +136,8 @@ pub struct Config {
     pub trace: bool,
     /// Progress line (stdout and the kernel log) every this many packets.
     pub progress_every: u64,
+    /// Where to write the connections the fuzzer knew at the end (each got a final RST).
+    pub model_out: Option<std::path::PathBuf>,
 }
 
 /// Kinds of floods: bursts of one kind of packet at one target.
@@ -870,7 +872,7 @@ impl Fuzzer {
             } else {
                 2
             }, // listen
-            20,                        // accept
+            if full { 0 } else { 20 }, // accept
             30,                        // read
             18,                        // write
             3,                         // shutdown
@@ -985,6 +987,9 @@ impl Fuzzer {
         }
         let i = self.rng.below(self.lst.len() as u64) as usize;
         for _ in 0..4 {
+            if self.open_fds() >= MAX_FDS {
+                return;
+            }
             let (s, cid, port) = match self.lst[i].fd.accept() {
                 Ok(a) => a,
                 Err(e) => return self.err("accept", &e),
@@ -1695,6 +1700,26 @@ impl Fuzzer {
         }
         self.drain_feed(true)?;
         self.react.clear();
+        if let Some(path) = &self.cfg.model_out {
+            let mut text = String::new();
+            for (k, e) in &self.eps {
+                text += &format!(
+                    "{}:{} {}:{} slot {} {} {:?}\n",
+                    e.local_cid,
+                    k.local_port,
+                    k.peer_cid,
+                    k.peer_port,
+                    e.slot,
+                    if e.ty == Ty::Stream {
+                        "stream"
+                    } else {
+                        "seqpacket"
+                    },
+                    e.st
+                );
+            }
+            std::fs::write(path, text)?;
+        }
         Ok(())
     }
 }
@@ -1712,6 +1737,7 @@ mod tests {
             skip,
             trace: false,
             progress_every: 0,
+            model_out: None,
         };
         let info = Info {
             slots: SLOT_G2H | SLOT_H2G,

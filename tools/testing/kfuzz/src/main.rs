@@ -42,6 +42,8 @@ Options:
   --calibrate N      first measure the device's own cost per packet with N
                      packets built and freed without reaching the core
   --trace            print every injected packet on stderr
+  --model-out PATH   at the end, write the connections the fuzzer knew (each got
+                     a final RST), one per line: LOCAL_CID:PORT PEER_CID:PORT ...
   --progress N       a progress line (stdout and kernel log) every N packets
                      (default 10000, 0: none)
   -h, --help         this text
@@ -73,6 +75,7 @@ fn parse_args() -> Result<Option<(Config, Opts)>, String> {
         skip: Skip::default(),
         trace: false,
         progress_every: 10_000,
+        model_out: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -89,6 +92,9 @@ fn parse_args() -> Result<Option<(Config, Opts)>, String> {
                 cfg.skip = Skip::parse(&args.next().ok_or("--skip needs a value")?)?;
             }
             "--trace" => cfg.trace = true,
+            "--model-out" => {
+                cfg.model_out = Some(args.next().ok_or("--model-out needs a value")?.into());
+            }
             "--calibrate" => opts.calibrate = parse_num(&a, args.next())? as usize,
             "--progress" => cfg.progress_every = parse_num(&a, args.next())?,
             "-h" | "--help" => return Ok(None),
