@@ -5,7 +5,7 @@
 //! A packet fuzzer (`tools/testing/kfuzz`) hands packets to the core through this device as if
 //! they came from the peer of one of the registered test transports, through the transport ABI
 //! (`rvsock_transport_recv`) like a device transport would, and reads back the headers of the
-//! packets the core sent through them.  Three ioctls, all structures little-endian and packed:
+//! packets the core sent through them.  Four ioctls, all structures little-endian and packed:
 //!
 //! `RVSOCK_INJECT_INFO` = `_IOR('v', 0xa0, 48 bytes)`, out:
 //!
@@ -47,6 +47,12 @@
 //! Each feed record: the 44-byte header the core sent, then `u32 slot` of the transport.  The
 //! records of one transport are in the order the core sent them; transports are read in slot
 //! order.
+//!
+//! `RVSOCK_INJECT_EVENT` = `_IOW('v', 0xa3, 12 bytes)`: a device event on a transport, as a
+//! virtio transport reports a `TRANSPORT_RESET`: `u32 slot`, `u32 event` (1: reset every
+//! connection, `rvsock_transport_reset_all`; 2: change the local CID,
+//! `rvsock_transport_set_local_cid`), `u32 cid` (for event 2).  The CID `RVSOCK_INJECT_INFO`
+//! reports does not follow it.
 
 use crate::kx::misc::MiscDevice;
 use crate::kx::socket::UserPtr;
@@ -57,7 +63,7 @@ use crate::test_transport::TestTransport;
 use crate::Transports;
 use core::sync::atomic::Ordering;
 use kernel::alloc::KVVec;
-use kernel::ioctl::{_IOR, _IOWR};
+use kernel::ioctl::{_IOR, _IOW, _IOWR};
 use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
 
@@ -85,6 +91,15 @@ pub(crate) const IOC_BATCH: u32 = _IOWR::<[u8; BATCH_LEN]>(MAGIC, 0xa1);
 /// `RVSOCK_INJECT_FEED`.
 pub(crate) const IOC_FEED: u32 = _IOWR::<[u8; BATCH_LEN]>(MAGIC, 0xa2);
 
+/// `RVSOCK_INJECT_EVENT`.
+pub(crate) const IOC_EVENT: u32 = _IOW::<[u8; EVENT_LEN]>(MAGIC, 0xa3);
+/// Size of the event argument.
+const EVENT_LEN: usize = 12;
+/// Event: reset every connection of the transport.
+const EVENT_RESET_ALL: u32 = 1;
+/// Event: change the transport's local CID.
+const EVENT_SET_CID: u32 = 2;
+
 /// The registry slots in the order of `Transports::regs`.
 pub(crate) const SLOTS: [u32; 3] = [features::H2G, features::G2H, features::LOCAL];
 
@@ -98,6 +113,7 @@ impl MiscDevice for InjectDev {
             IOC_INFO => info(t, arg),
             IOC_BATCH => batch(t, arg),
             IOC_FEED => feed(t, arg),
+            IOC_EVENT => event(t, arg),
             _ => Err(ENOTTY),
         }
     }
@@ -158,11 +174,15 @@ fn batch(t: &Transports, arg: UserPtr) -> Result<i32> {
     let (mut done, mut failed) = (0u32, 0u32);
     let mut res = Ok(());
     while !r.is_empty() {
+        // A truncated record is the caller's mistake, not a fault.
+        if r.len() < REC_HEAD + HDR_LEN {
+            res = Err(EINVAL);
+            break;
+        }
         let head: [u8; REC_HEAD + HDR_LEN] = match r.read() {
             Ok(h) => h,
             Err(e) => {
-                // A truncated record is the caller's mistake, not a fault.
-                res = Err(if e == EFAULT { EFAULT } else { EINVAL });
+                res = Err(e);
                 break;
             }
         };
@@ -195,12 +215,12 @@ fn batch(t: &Transports, arg: UserPtr) -> Result<i32> {
             res = Err(ENODEV);
             break;
         };
-        let r = if dry {
+        let one = if dry {
             TestTransport::build_raw(&hdr, &payload[..plen], Gfp::Kernel).map(drop)
         } else {
             TestTransport::inject_raw(&core, &hdr, &payload[..plen], Gfp::Kernel)
         };
-        match r {
+        match one {
             Ok(()) => {
                 done += 1;
                 if !dry {
@@ -256,4 +276,16 @@ fn feed(t: &Transports, arg: UserPtr) -> Result<i32> {
     put64(&mut b, 16, lost);
     arg.write_bytes(&b)?;
     res.map(|()| 0)
+}
+
+fn event(t: &Transports, arg: UserPtr) -> Result<i32> {
+    let b: [u8; EVENT_LEN] = arg.read()?;
+    let reg = t.reg(le32(&b, 0)).ok_or(EINVAL)?;
+    let core = reg.core().ok_or(ENODEV)?;
+    match le32(&b, 4) {
+        EVENT_RESET_ALL => core.reset_all(),
+        EVENT_SET_CID => core.set_local_cid(le32(&b, 8)),
+        _ => return Err(EINVAL),
+    }
+    Ok(0)
 }
