@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::rng::Rng;
@@ -21,6 +22,7 @@ use crate::sys::{self, Device, Sock, Ty, VMADDR_CID_ANY};
 use crate::wire::{
     self, op, Hdr, Info, SEQ_EOM, SEQ_EOR, SHUTDOWN_RCV, SHUTDOWN_SEND, SLOT_G2H, SLOT_H2G,
 };
+use crate::worker::{self, Shared, WorkerStats};
 
 /// Both SHUTDOWN flags: the sender neither sends nor receives any more (a close).
 const BOTH: u32 = SHUTDOWN_RCV | SHUTDOWN_SEND;
@@ -69,6 +71,8 @@ pub struct Skip {
     pub random: bool,
     /// The fuzzer's own socket calls (connects and listeners are still made at the start).
     pub socket_io: bool,
+    /// Device events: a transport resets every connection, or changes its local CID.
+    pub events: bool,
 }
 
 impl Skip {
@@ -108,6 +112,7 @@ impl Skip {
                 "big" => s.big = true,
                 "random" => s.random = true,
                 "socket-io" => s.socket_io = true,
+                "events" => s.events = true,
                 _ => return Err(format!("unknown class {name:?}")),
             }
         }
@@ -138,6 +143,8 @@ pub struct Config {
     pub progress_every: u64,
     /// Where to write the connections the fuzzer knew at the end (each got a final RST).
     pub model_out: Option<std::path::PathBuf>,
+    /// Threads calling into the sockets while packets arrive (0: none, fully sequential).
+    pub workers: u64,
 }
 
 /// Kinds of floods: bursts of one kind of packet at one target.
@@ -239,7 +246,7 @@ struct Ep {
     local_cid: u32,
     ty: Ty,
     st: St,
-    fd: Option<Sock>,
+    fd: Option<Arc<Sock>>,
     /// The core's receive buffer and consumed count, from its last header.
     core_buf_alloc: u32,
     core_fwd_cnt: u32,
@@ -254,7 +261,7 @@ struct Ep {
 struct Lst {
     port: u32,
     ty: Ty,
-    fd: Sock,
+    fd: Arc<Sock>,
 }
 
 /// A test transport the fuzzer plays the peer of.
@@ -337,6 +344,12 @@ pub struct Stats {
     pub cleanup_packets: u64,
     /// Seconds spent in the injection ioctl, the feed ioctl, the socket calls, and generating.
     pub secs: [f64; 4],
+    /// What the worker threads did.
+    pub worker: WorkerStats,
+    /// Device events: connections reset by a transport reset, local CID changes.
+    pub resets: u64,
+    /// Local CID changes (each undone at the next step).
+    pub cid_changes: u64,
     /// Whether the time limit ended the injection early.
     pub time_limited: bool,
     /// Most connections known at once.
@@ -364,11 +377,16 @@ pub struct Fuzzer {
     injected: u64,
     next_progress: u64,
     start: Instant,
+    shared: Arc<Shared>,
+    workers: Vec<std::thread::JoinHandle<WorkerStats>>,
+    /// A transport whose local CID a device event changed: `(slot, its CID)` to restore.
+    restore_cid: Option<(u32, u32)>,
     /// The counters.
     pub stats: Stats,
 }
 
-fn errno_name(e: &io::Error) -> String {
+/// A short name of the error's errno, for the counts of errors.
+pub fn errno_name(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::EAGAIN) => "EAGAIN".into(),
         Some(libc::EINPROGRESS) => "EINPROGRESS".into(),
@@ -454,6 +472,9 @@ impl Fuzzer {
             injected: 0,
             next_progress,
             start: Instant::now(),
+            shared: Arc::new(Shared::default()),
+            workers: Vec::new(),
+            restore_cid: None,
             stats: Stats::default(),
         })
     }
@@ -518,6 +539,10 @@ impl Fuzzer {
             self.connect();
         }
         self.read_feed()?;
+        for n in 0..self.cfg.workers {
+            self.workers
+                .push(worker::spawn(self.shared.clone(), self.cfg.seed, n));
+        }
         while self.injected < self.cfg.packets {
             if let Some(limit) = self.cfg.time_limit {
                 if self.start.elapsed() >= limit {
@@ -561,7 +586,17 @@ impl Fuzzer {
                 self.socket_action();
             }
         }
+        if !self.workers.is_empty() {
+            let socks = self
+                .eps
+                .values()
+                .filter_map(|e| e.fd.clone())
+                .chain(self.lst.iter().map(|l| l.fd.clone()))
+                .collect();
+            self.shared.set(socks);
+        }
         let t = self.lap(2, t);
+        self.device_event()?;
         let remaining = (self.cfg.packets - self.injected) as usize;
         let mut pkts = Vec::new();
         while pkts.len() < 32 {
@@ -584,6 +619,44 @@ impl Fuzzer {
             self.prune();
         }
         self.stats.max_endpoints = self.stats.max_endpoints.max(self.eps.len());
+        Ok(())
+    }
+
+    /// Now and then, a device event: a transport resets all its connections (about once in
+    /// 25,000 packets), or changes its local CID until the next step (half as often).
+    fn device_event(&mut self) -> io::Result<()> {
+        if let Some((slot, cid)) = self.restore_cid.take() {
+            self.dev()?.event(slot, wire::EVENT_SET_CID, cid)?;
+        }
+        if self.cfg.skip.events {
+            return Ok(());
+        }
+        match self.rng.below(2000) {
+            0 | 1 => {
+                let tp = self.pick_tp();
+                self.dev()?.event(tp.slot, wire::EVENT_RESET_ALL, 0)?;
+                self.stats.resets += 1;
+                let keys: Vec<Key> = self
+                    .eps
+                    .iter()
+                    .filter(|(_, e)| e.slot == tp.slot)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in &keys {
+                    self.set_state(k, St::Dead);
+                }
+            }
+            2 => {
+                let tp = self.pick_tp();
+                let cid = self
+                    .rng
+                    .pick(&[tp.local_cid + 1, 0x1234, u32::MAX - 1, tp.local_cid]);
+                self.dev()?.event(tp.slot, wire::EVENT_SET_CID, cid)?;
+                self.restore_cid = Some((tp.slot, tp.local_cid));
+                self.stats.cid_changes += 1;
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -925,7 +998,11 @@ impl Fuzzer {
         if let Err(e) = s.listen(backlog) {
             return self.err("listen", &e);
         }
-        self.lst.push(Lst { port, ty, fd: s });
+        self.lst.push(Lst {
+            port,
+            ty,
+            fd: Arc::new(s),
+        });
         self.stats.listeners += 1;
     }
 
@@ -972,11 +1049,11 @@ impl Fuzzer {
         };
         if let Some(ep) = self.eps.get_mut(&key) {
             // The feed may have shown its REQUEST already (it is sent in connect()).
-            ep.fd = Some(s);
+            ep.fd = Some(Arc::new(s));
         } else {
             self.insert(key, tp.slot, local_cid, ty, St::Connecting);
             if let Some(ep) = self.eps.get_mut(&key) {
-                ep.fd = Some(s);
+                ep.fd = Some(Arc::new(s));
             }
         }
     }
@@ -1002,7 +1079,7 @@ impl Fuzzer {
             };
             if let Some(ep) = self.eps.get_mut(&key) {
                 if ep.fd.is_none() {
-                    ep.fd = Some(s);
+                    ep.fd = Some(Arc::new(s));
                     continue;
                 }
             }
@@ -1016,7 +1093,7 @@ impl Fuzzer {
             let ty = self.lst[i].ty;
             self.insert(key, slot.slot, slot.local_cid, ty, St::Established);
             if let Some(ep) = self.eps.get_mut(&key) {
-                ep.fd = Some(s);
+                ep.fd = Some(Arc::new(s));
             }
         }
     }
@@ -1156,7 +1233,7 @@ impl Fuzzer {
             .collect();
         let fds: Vec<i32> = keys
             .iter()
-            .filter_map(|k| self.eps.get(k).and_then(|e| e.fd.as_ref()).map(Sock::raw))
+            .filter_map(|k| self.eps.get(k).and_then(|e| e.fd.as_ref()).map(|s| s.raw()))
             .collect();
         match sys::poll_now(&fds) {
             Ok(revents) => {
@@ -1660,6 +1737,16 @@ impl Fuzzer {
     /// Closes every socket, and answers as an honest peer would so that nothing waits for the
     /// close timeout: a RST to every connection the model knows.
     fn cleanup(&mut self) -> io::Result<()> {
+        if let Some((slot, cid)) = self.restore_cid.take() {
+            self.dev()?.event(slot, wire::EVENT_SET_CID, cid)?;
+        }
+        self.shared.stop();
+        for w in self.workers.drain(..) {
+            match w.join() {
+                Ok(st) => self.stats.worker.add(&st),
+                Err(_) => return Err(io::Error::other("a worker thread panicked")),
+            }
+        }
         // Closing order follows the seed too.
         let mut keys: Vec<Key> = self.eps.keys().copied().collect();
         for i in (1..keys.len()).rev() {
@@ -1738,6 +1825,7 @@ mod tests {
             trace: false,
             progress_every: 0,
             model_out: None,
+            workers: 0,
         };
         let info = Info {
             slots: SLOT_G2H | SLOT_H2G,

@@ -13,6 +13,7 @@ mod fuzz;
 mod rng;
 mod sys;
 mod wire;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,10 +38,13 @@ Options:
   --skip LIST        leave out classes of packets, comma-separated:
                      invalid request response rst shutdown rw credit_update
                      credit_request unknown-op lies floods flood-<kind> wrong-cid
-                     bad-type big random socket-io; flood kinds: request rst
+                     bad-type big random socket-io events; flood kinds: request rst
                      credit-request tiny-rw eom overcredit response shutdown
   --calibrate N      first measure the device's own cost per packet with N
                      packets built and freed without reaching the core
+  --workers N        threads calling into the sockets while packets arrive, so
+                     that packets meet sockets owned by a caller (default 1;
+                     0: fully sequential, the same kernel calls for a seed)
   --trace            print every injected packet on stderr
   --model-out PATH   at the end, write the connections the fuzzer knew (each got
                      a final RST), one per line: LOCAL_CID:PORT PEER_CID:PORT ...
@@ -76,6 +80,7 @@ fn parse_args() -> Result<Option<(Config, Opts)>, String> {
         trace: false,
         progress_every: 10_000,
         model_out: None,
+        workers: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -92,6 +97,7 @@ fn parse_args() -> Result<Option<(Config, Opts)>, String> {
                 cfg.skip = Skip::parse(&args.next().ok_or("--skip needs a value")?)?;
             }
             "--trace" => cfg.trace = true,
+            "--workers" => cfg.workers = parse_num(&a, args.next())?,
             "--model-out" => {
                 cfg.model_out = Some(args.next().ok_or("--model-out needs a value")?.into());
             }
@@ -153,6 +159,10 @@ fn summary(cfg: &Config, f: &Fuzzer, secs: f64, kernel: Option<&wire::Info>) {
         s.cleanup_packets
     );
     println!(
+        "device events: {} transport resets, {} local CID changes",
+        s.resets, s.cid_changes
+    );
+    println!(
         "floods: {} packets; {}",
         s.flood_packets,
         Flood::NAMES
@@ -189,6 +199,22 @@ fn summary(cfg: &Config, f: &Fuzzer, secs: f64, kernel: Option<&wire::Info>) {
     println!(
         "socket I/O: {} reads ({} bytes, {} EOF), {} writes ({} bytes)",
         s.reads, s.read_bytes, s.eof, s.writes, s.write_bytes
+    );
+    let w = &s.worker;
+    println!(
+        "concurrent socket calls: {} ({} reads of {} bytes, {} writes of {} bytes, {} accepts); \
+         errors: {}",
+        w.calls,
+        w.reads,
+        w.read_bytes,
+        w.writes,
+        w.write_bytes,
+        w.accepts,
+        w.errors
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "socket call errors: {}",

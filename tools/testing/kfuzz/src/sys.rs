@@ -81,6 +81,15 @@ impl Device {
         Ok((wire::le32(&b, 12), wire::le32(&b, 16)))
     }
 
+    /// `RVSOCK_INJECT_EVENT`: device event `event` (`wire::EVENT_*`) on the transport in `slot`.
+    pub fn event(&self, slot: u32, event: u32, cid: u32) -> io::Result<()> {
+        let mut b = [0u8; wire::EVENT_LEN];
+        b[0..4].copy_from_slice(&slot.to_le_bytes());
+        b[4..8].copy_from_slice(&event.to_le_bytes());
+        b[8..12].copy_from_slice(&cid.to_le_bytes());
+        self.ioctl(wire::IOC_EVENT, &mut b)
+    }
+
     /// `RVSOCK_INJECT_FEED`: appends the headers the core sent (with their slot) to `out`, up to
     /// `max`; returns how many headers were lost because a feed was full.
     pub fn feed(&self, out: &mut Vec<(Hdr, u32)>, max: usize) -> io::Result<u64> {

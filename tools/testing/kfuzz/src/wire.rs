@@ -186,6 +186,15 @@ pub const IOC_FEED: u64 = ioc(IOC_READ | IOC_WRITE, 0xa2, BATCH_LEN as u64);
 /// Batch flag: build each packet and free it, without handing it to the core.
 pub const BATCH_DRY_RUN: u32 = 1;
 
+/// Size of the `RVSOCK_INJECT_EVENT` argument.
+pub const EVENT_LEN: usize = 12;
+/// `RVSOCK_INJECT_EVENT`.
+pub const IOC_EVENT: u64 = ioc(IOC_WRITE, 0xa3, EVENT_LEN as u64);
+/// Event: the transport resets every connection (a device reset).
+pub const EVENT_RESET_ALL: u32 = 1;
+/// Event: the transport's local CID changes.
+pub const EVENT_SET_CID: u32 = 2;
+
 /// What `RVSOCK_INJECT_INFO` tells.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Info {
@@ -280,6 +289,7 @@ mod tests {
         assert_eq!(IOC_INFO, 0x8030_76a0);
         assert_eq!(IOC_BATCH, 0xc018_76a1);
         assert_eq!(IOC_FEED, 0xc018_76a2);
+        assert_eq!(IOC_EVENT, 0x400c_76a3);
     }
 
     #[test]
