@@ -3,11 +3,14 @@
 //! rvsock_test_transport: test transports that take registry slots of rvsock.ko, log every
 //! packet they are given (`<name> saw <OP> <src> -> <dst>` on the kernel log) and answer as a
 //! peer would.  Built only for tests: it lets userspace check the transport selection rules
-//! (H2G, G2H, nested) on a machine without VMs.
+//! (H2G, G2H, nested) on a machine without VMs, and through `/dev/rvsock_inject` play the peer
+//! of the transports itself (the kernel packet fuzzer, see `inject.rs`).
 //!
 //! Parameters: `slots` (0x1 H2G, 0x2 G2H, 0x8 LOCAL; one transport per bit), `g2h_cid` (the
-//! G2H transport's local CID, default 3), `answer` (0 nothing, 1 RST, 2 accept).
+//! G2H transport's local CID, default 3), `answer` (0 nothing, 1 RST, 2 accept), `verbose` (log
+//! every packet, default on), `feed` (headers each transport keeps for `/dev/rvsock_inject`).
 
+use core::sync::atomic::AtomicU64;
 use kernel::prelude::*;
 
 #[allow(dead_code)]
@@ -17,9 +20,12 @@ mod kx;
 #[path = "../../../rust/proto.rs"]
 mod proto;
 
+mod inject;
 #[allow(dead_code)]
 mod test_transport;
 
+use kx::global::ModuleGlobal;
+use kx::misc::MiscReg;
 use kx::transport::{features, Info, Registration};
 use proto::addr::{VMADDR_CID_HOST, VMADDR_CID_LOCAL};
 use test_transport::{Answer, TestTransport};
@@ -38,12 +44,16 @@ extern "C" {
     fn rvsock_tt_slots() -> u32;
     fn rvsock_tt_g2h_cid() -> u32;
     fn rvsock_tt_answer() -> u32;
+    fn rvsock_tt_verbose() -> bool;
+    fn rvsock_tt_feed() -> u32;
 }
 
 struct Params {
     slots: u32,
     g2h_cid: u32,
     answer: Answer,
+    verbose: bool,
+    feed: u32,
 }
 
 fn params() -> Params {
@@ -53,14 +63,53 @@ fn params() -> Params {
             slots: rvsock_tt_slots(),
             g2h_cid: rvsock_tt_g2h_cid(),
             answer: Answer::from_u32(rvsock_tt_answer()),
+            verbose: rvsock_tt_verbose(),
+            feed: rvsock_tt_feed(),
         }
     }
 }
 
 type Reg = Pin<KBox<Registration<TestTransport>>>;
 
+/// The registered test transports, reachable from the injection device.
+pub(crate) struct Transports {
+    /// The H2G, G2H and LOCAL transports (the order of [`inject::SLOTS`]).
+    regs: [Option<Reg>; 3],
+    /// Their local CIDs.
+    cids: [u32; 3],
+    /// Headers each transport keeps for the injection device.
+    feed_len: u32,
+    /// Packets injected through the device.
+    injected: AtomicU64,
+    /// Records the device could not inject for want of memory.
+    failed: AtomicU64,
+}
+
+impl Transports {
+    /// The transport in registry slot `slot` (one `features::*` bit), if registered.
+    fn reg(&self, slot: u32) -> Option<&Registration<TestTransport>> {
+        let i = inject::SLOTS.iter().position(|&s| s == slot)?;
+        self.regs[i].as_deref()
+    }
+
+    /// The transport a record names: its slot, or the first registered one for 0.
+    fn pick(&self, slot: u32) -> Option<&Registration<TestTransport>> {
+        if slot == 0 {
+            return self.regs.iter().flatten().next().map(|r| &**r);
+        }
+        self.reg(slot)
+    }
+}
+
+static TRANSPORTS: ModuleGlobal<Transports> = ModuleGlobal::new();
+
+/// The registered test transports, while the module is loaded.
+fn transports() -> Option<&'static Transports> {
+    TRANSPORTS.get()
+}
+
 struct RvsockTestTransport {
-    _regs: [Option<Reg>; 3],
+    dev: Option<Pin<KBox<MiscReg<inject::InjectDev>>>>,
 }
 
 impl kernel::Module for RvsockTestTransport {
@@ -76,7 +125,15 @@ impl kernel::Module for RvsockTestTransport {
                 local_cid: cid,
                 msgzerocopy: true,
             };
-            Registration::register(info, module, TestTransport::new(name, p.answer, true)).map(Some)
+            let reg = Registration::register(
+                info,
+                module,
+                TestTransport::new(name, p.answer, p.verbose),
+            )?;
+            if p.feed > 0 {
+                reg.data().enable_feed(p.feed as usize)?;
+            }
+            Ok(Some(reg))
         };
         let h2g = mk(features::H2G, kernel::c_str!("test-h2g"), VMADDR_CID_HOST)?;
         let g2h = mk(features::G2H, kernel::c_str!("test-g2h"), p.g2h_cid)?;
@@ -85,8 +142,36 @@ impl kernel::Module for RvsockTestTransport {
             kernel::c_str!("test-local"),
             VMADDR_CID_LOCAL,
         )?;
-        Ok(RvsockTestTransport {
-            _regs: [h2g, g2h, local],
-        })
+        let t = KBox::pin(
+            Transports {
+                regs: [h2g, g2h, local],
+                cids: [VMADDR_CID_HOST, p.g2h_cid, VMADDR_CID_LOCAL],
+                feed_len: p.feed,
+                injected: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+            },
+            GFP_KERNEL,
+        )?;
+        // Nothing was published before: no old value to drop.
+        let _ = TRANSPORTS.publish(t);
+        match MiscReg::register(kernel::c_str!("rvsock_inject"), module) {
+            Ok(dev) => Ok(RvsockTestTransport { dev: Some(dev) }),
+            Err(e) => {
+                // SAFETY: The device is not registered, so nothing reads the slot.
+                drop(unsafe { TRANSPORTS.withdraw() });
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for RvsockTestTransport {
+    fn drop(&mut self) {
+        // The device goes first: after `misc_deregister` (and with no file open, since each
+        // open file pins this module) no ioctl can reach the transports.
+        drop(self.dev.take());
+        // SAFETY: The only reader of the slot is the device's ioctl, unregistered above with no
+        // call left running.  Dropping the transports unregisters them from the core.
+        drop(unsafe { TRANSPORTS.withdraw() });
     }
 }

@@ -16,9 +16,19 @@ static unsigned int answer = 1;
 module_param(answer, uint, 0444);
 MODULE_PARM_DESC(answer, "how the peer answers: 0 nothing, 1 RST, 2 accept");
 
+static bool verbose = true;
+module_param(verbose, bool, 0444);
+MODULE_PARM_DESC(verbose, "log every packet the core sends (\"<name> saw <OP> ...\")");
+
+static unsigned int feed = 4096;
+module_param(feed, uint, 0444);
+MODULE_PARM_DESC(feed, "headers each transport keeps for /dev/rvsock_inject readers (0: none)");
+
 unsigned int rvsock_tt_slots(void);
 unsigned int rvsock_tt_g2h_cid(void);
 unsigned int rvsock_tt_answer(void);
+bool rvsock_tt_verbose(void);
+unsigned int rvsock_tt_feed(void);
 
 unsigned int rvsock_tt_slots(void)
 {
@@ -33,4 +43,14 @@ unsigned int rvsock_tt_g2h_cid(void)
 unsigned int rvsock_tt_answer(void)
 {
 	return answer;
+}
+
+bool rvsock_tt_verbose(void)
+{
+	return verbose;
+}
+
+unsigned int rvsock_tt_feed(void)
+{
+	return feed;
 }
