@@ -12,6 +12,7 @@ pub(crate) mod global;
 pub(crate) mod ksock;
 pub(crate) mod misc;
 pub(crate) mod msg;
+pub(crate) mod params;
 pub(crate) mod skb;
 pub(crate) mod sock;
 pub(crate) mod socket;

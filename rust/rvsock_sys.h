@@ -277,4 +277,15 @@ bool rvsock_h_diag_same_net(const struct sk_buff *skb, const struct sock *sk);
 int rvsock_h_diag_fill(struct sk_buff *skb, struct netlink_callback *cb, struct sock *sk,
 		       const struct rvsock_diag_row *row);
 
+/*
+ * Module parameters of rvsock_test_transport.ko (6.12's Rust module! has none; they are
+ * declared in tools/testing/transport/rvsock_test_transport_params.c), read through
+ * rust/params.rs.  Only that module defines and uses them.
+ */
+unsigned int rvsock_tt_slots(void);
+unsigned int rvsock_tt_g2h_cid(void);
+unsigned int rvsock_tt_answer(void);
+bool rvsock_tt_verbose(void);
+unsigned int rvsock_tt_feed(void);
+
 #endif /* RVSOCK_SYS_H */

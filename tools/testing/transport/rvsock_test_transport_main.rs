@@ -10,10 +10,12 @@
 //! G2H transport's local CID, default 3), `answer` (0 nothing, 1 RST, 2 accept), `verbose` (log
 //! every packet, default on), `feed` (headers each transport keeps for `/dev/rvsock_inject`).
 
+#![deny(unsafe_code)]
+
 use core::sync::atomic::AtomicU64;
 use kernel::prelude::*;
 
-#[allow(dead_code)]
+#[allow(dead_code, unsafe_code)]
 #[path = "../../../rust/lib.rs"]
 mod kx;
 
@@ -24,7 +26,7 @@ mod inject;
 #[allow(dead_code)]
 mod test_transport;
 
-use kx::global::ModuleGlobal;
+use kx::global::{ModuleGlobal, Published};
 use kx::misc::MiscReg;
 use kx::transport::{features, Info, Registration};
 use proto::addr::{VMADDR_CID_HOST, VMADDR_CID_LOCAL};
@@ -40,14 +42,6 @@ module! {
     license: "GPL",
 }
 
-extern "C" {
-    fn rvsock_tt_slots() -> u32;
-    fn rvsock_tt_g2h_cid() -> u32;
-    fn rvsock_tt_answer() -> u32;
-    fn rvsock_tt_verbose() -> bool;
-    fn rvsock_tt_feed() -> u32;
-}
-
 struct Params {
     slots: u32,
     g2h_cid: u32,
@@ -57,15 +51,13 @@ struct Params {
 }
 
 fn params() -> Params {
-    // SAFETY: Plain reads of this module's parameters, set before `init` runs.
-    unsafe {
-        Params {
-            slots: rvsock_tt_slots(),
-            g2h_cid: rvsock_tt_g2h_cid(),
-            answer: Answer::from_u32(rvsock_tt_answer()),
-            verbose: rvsock_tt_verbose(),
-            feed: rvsock_tt_feed(),
-        }
+    use kx::params::test_transport as p;
+    Params {
+        slots: p::slots(),
+        g2h_cid: p::g2h_cid(),
+        answer: Answer::from_u32(p::answer()),
+        verbose: p::verbose(),
+        feed: p::feed(),
     }
 }
 
@@ -109,7 +101,8 @@ fn transports() -> Option<&'static Transports> {
 }
 
 struct RvsockTestTransport {
-    dev: Option<Pin<KBox<MiscReg<inject::InjectDev>>>>,
+    /// The transports, published for the injection device, which is unregistered before them.
+    _transports: Published<Transports, Pin<KBox<MiscReg<inject::InjectDev>>>>,
 }
 
 impl kernel::Module for RvsockTestTransport {
@@ -152,26 +145,13 @@ impl kernel::Module for RvsockTestTransport {
             },
             GFP_KERNEL,
         )?;
-        // Nothing was published before: no old value to drop.
-        let _ = TRANSPORTS.publish(t);
-        match MiscReg::register(kernel::c_str!("rvsock_inject"), module) {
-            Ok(dev) => Ok(RvsockTestTransport { dev: Some(dev) }),
-            Err(e) => {
-                // SAFETY: The device is not registered, so nothing reads the slot.
-                drop(unsafe { TRANSPORTS.withdraw() });
-                Err(e)
-            }
-        }
-    }
-}
-
-impl Drop for RvsockTestTransport {
-    fn drop(&mut self) {
-        // The device goes first: after `misc_deregister` (and with no file open, since each
-        // open file pins this module) no ioctl can reach the transports.
-        drop(self.dev.take());
-        // SAFETY: The only reader of the slot is the device's ioctl, unregistered above with no
-        // call left running.  Dropping the transports unregisters them from the core.
-        drop(unsafe { TRANSPORTS.withdraw() });
+        let published = TRANSPORTS.publish_with(
+            t,
+            || {},
+            |_| MiscReg::register(kernel::c_str!("rvsock_inject"), module),
+        )?;
+        Ok(RvsockTestTransport {
+            _transports: published,
+        })
     }
 }

@@ -214,7 +214,12 @@ impl TestTransport {
 
     /// Hands a packet to the core with exactly the header bytes `raw`, whatever its `len`
     /// field says about `payload` (a peer may lie), in a linear buffer.
-    pub(crate) fn inject_raw(core: &Core, raw: &[u8; HDR_LEN], payload: &[u8], gfp: Gfp) -> Result {
+    pub(crate) fn inject_raw(
+        core: &Core<'_>,
+        raw: &[u8; HDR_LEN],
+        payload: &[u8],
+        gfp: Gfp,
+    ) -> Result {
         core.recv(Self::build_raw(raw, payload, gfp)?);
         Ok(())
     }
