@@ -50,8 +50,9 @@ consecutive ports from there):
             --senders N (4)  --receivers N (4)  --seconds S (15)  --seqpacket
             --max-size BYTES (256K)  --no-stall  --stall-min D (10ms)
             --stall-max D (2s)  --stall-gap D (1s: longest pause between stalls)
-            --no-resize  --buf-min BYTES (16K; seqpacket: --max-size)
-            --buf-max BYTES (1M)  --tolerate-reset  --finish-timeout D (60s)
+            --no-resize  --buf-min BYTES (64K; seqpacket: --max-size)
+            --buf-max BYTES (1M)  --unsafe-shrink (shrink without draining
+            the connection first)  --tolerate-reset  --finish-timeout D (60s)
   kill      sender processes blocked in send get SIGKILL and must be reaped
             within --reap-limit; then a send with no credit and SO_SNDTIMEO
             must return EAGAIN or a partial count after about SO_SNDTIMEO
@@ -60,6 +61,7 @@ consecutive ports from there):
             --sndtimeo D (500ms)
   timers    leave sockets with pending connect and close timers, exit at once
             (for rmmod right after)  [5300]  --count N (16 of each kind)
+            --kinds LIST (pending,refused,closewait,linger,exit: all)
             --connect-timeout-max D (300ms)
 
 Options of every scenario:
@@ -163,6 +165,7 @@ struct Opts {
     kill_min: Option<usize>,
     kill_max: Option<usize>,
     timeout_max: Duration,
+    kinds: Vec<String>,
     id: u32,
     seed: Option<u64>,
     json: bool,
@@ -184,9 +187,10 @@ impl Default for Opts {
                 stall_max: Duration::from_secs(2),
                 stall_gap: Duration::from_secs(1),
                 resize: true,
-                buf_min: 16 * 1024,
+                buf_min: 64 * 1024,
                 buf_max: 1024 * 1024,
                 tolerate_reset: false,
+                unsafe_shrink: false,
                 finish_timeout: Duration::from_secs(60),
             },
             buf_min: None,
@@ -201,6 +205,7 @@ impl Default for Opts {
             kill_min: None,
             kill_max: None,
             timeout_max: Duration::from_millis(300),
+            kinds: Vec::new(),
             id: 0,
             seed: None,
             json: false,
@@ -250,6 +255,7 @@ fn run() -> Result<()> {
             "--buf-min" => o.buf_min = Some(p.size()?),
             "--buf-max" => o.mesh.buf_max = p.size()?,
             "--tolerate-reset" => o.mesh.tolerate_reset = true,
+            "--unsafe-shrink" => o.mesh.unsafe_shrink = true,
             "--finish-timeout" => o.mesh.finish_timeout = p.duration()?,
             "--mode" => {
                 o.kill.mode = match p.value()?.as_str() {
@@ -268,6 +274,7 @@ fn run() -> Result<()> {
             "--reap-limit" => o.kill.reap_limit = p.duration()?,
             "--sndtimeo" => o.kill.sndtimeo = p.duration()?,
             "--connect-timeout-max" => o.timeout_max = p.duration()?,
+            "--kinds" => o.kinds = p.value()?.split(',').map(str::to_string).collect(),
             "--id" => o.id = p.parse()?,
             "--seed" => o.seed = Some(p.parse()?),
             "--json" => o.json = true,
@@ -340,7 +347,12 @@ fn run() -> Result<()> {
             );
             return kill::child(&env, &target, o.id, min, max);
         }
-        Scenario::Timers => timers::run(&env, o.count.unwrap_or(16) as usize, o.timeout_max)?,
+        Scenario::Timers => timers::run(
+            &env,
+            o.count.unwrap_or(16) as usize,
+            &o.kinds,
+            o.timeout_max,
+        )?,
     };
     finish(&sum, o.json)
 }

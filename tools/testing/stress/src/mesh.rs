@@ -4,8 +4,9 @@
 //!
 //! Each sender thread connects to every receiver (S x R connections) and, until the run's time
 //! is up, sends pseudo-random data in writes of random sizes (1 byte to `--max-size`,
-//! log-uniform: many tiny writes, most bytes in large ones), most of them non-blocking and some
-//! large ones blocking.  On `SOCK_SEQPACKET` every write is one message.  A connection starts
+//! log-uniform: many tiny writes, most bytes in large ones; and now and then a burst of only
+//! tiny writes), most of them non-blocking and some large ones blocking.  On `SOCK_SEQPACKET`
+//! every write is one message.  A connection starts
 //! with a 16-byte hello naming its sender and generation, from which both ends derive the
 //! connection's [`Keystream`] (stream) or [`Messages`] (seqpacket); the receiver checks every
 //! byte as it arrives (and, on seqpacket, every message's boundary and size), and both ends
@@ -18,6 +19,16 @@
 //!   The sender drains and checks that reverse stream too;
 //! - the tuner changes the socket's `SO_VM_SOCKETS_BUFFER_SIZE` up and down within
 //!   [`--buf-min`, `--buf-max`].
+//!
+//! Buffer sizes and credit: a virtio-vsock receiver cannot take back credit it granted, so a
+//! shrink while the peer still has more than the new size outstanding makes the upstream stack
+//! reset the connection with `ENOBUFS` (`virtio_transport_recv_connected`).  So the tuner
+//! shrinks as a careful application would: it pauses the sender's application-level
+//! [`Window`] and waits until the receiving thread has read everything sent (it shares its
+//! count), shrinks, then lets the sender have at most the new size outstanding until the
+//! credit update surely reached it ([`RELAX_AFTER`]).  Growing needs no care.
+//! `--unsafe-shrink` shrinks without any of this: upstream then resets connections, by
+//! design.
 //!
 //! At the end each sender shuts its connections down for writing and reads the reverse data
 //! to its end; each receiver reads to the end and closes.  Then every connection's figures are
@@ -53,6 +64,9 @@ const BLOCKING_PERCENT: u64 = 25;
 const REV_MAX: usize = 8192;
 /// Violations kept per thread (the rest are counted).
 const KEEP_VIOLATIONS: usize = 20;
+/// Chance (percent) that a stream write starts a burst of tiny writes, and its length.
+const TINY_BURST_PERCENT: u64 = 1;
+const TINY_BURST: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(2));
 /// A poll round's timeout: how often threads look at the clock.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -83,6 +97,8 @@ pub struct MeshOpts {
     pub buf_max: u64,
     /// Resets and refused connects are expected (transport reloads): reconnect.
     pub tolerate_reset: bool,
+    /// Shrink buffers without draining the connection first (see the module documentation).
+    pub unsafe_shrink: bool,
     /// How long the end (shutdowns, draining) may take after the sending time is up.
     pub finish_timeout: Duration,
 }
@@ -281,12 +297,75 @@ impl Rx {
     }
 }
 
+/// The application-level flow control of one connection, shared by its sender, receiver and
+/// tuner threads (see the module documentation).
+#[derive(Debug)]
+struct Window {
+    /// Bytes the sender sent, or is sending (reserved before each send, corrected after).
+    reserved: AtomicU64,
+    /// Bytes the receiving thread has read.
+    consumed: AtomicU64,
+    /// Most bytes the sender may have outstanding: `u64::MAX` (only the kernel's credit
+    /// limits it), 0 while a shrink waits for the connection to drain, the new buffer size for
+    /// a while after a shrink.
+    limit: AtomicU64,
+}
+
+impl Window {
+    fn new(limit: u64) -> Window {
+        Window {
+            reserved: AtomicU64::new(0),
+            consumed: AtomicU64::new(0),
+            limit: AtomicU64::new(limit),
+        }
+    }
+
+    fn outstanding(&self) -> u64 {
+        let r = self.reserved.load(Ordering::SeqCst);
+        r.saturating_sub(self.consumed.load(Ordering::SeqCst))
+    }
+
+    /// How many more bytes may go out now.
+    fn room(&self) -> u64 {
+        self.limit
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.outstanding())
+    }
+
+    /// Reserves `min..=want` bytes; 0 if there is no room for `min`.
+    fn reserve(&self, want: u64, min: u64) -> u64 {
+        let n = want.min(self.room());
+        if n == 0 || n < min {
+            return 0;
+        }
+        self.reserved.fetch_add(n, Ordering::SeqCst);
+        // A shrink stores the limit, then reads `reserved`; we store `reserved`, then read the
+        // limit: one of the two sees the other's store (all SeqCst).
+        if self.outstanding() > self.limit.load(Ordering::SeqCst) {
+            self.reserved.fetch_sub(n, Ordering::SeqCst);
+            return 0;
+        }
+        n
+    }
+
+    /// `sent` of the `reserved` bytes went out.
+    fn settle(&self, reserved: u64, sent: u64) {
+        self.reserved
+            .fetch_sub(reserved.saturating_sub(sent), Ordering::SeqCst);
+    }
+}
+
 /// One connection as its receiver, staller and tuner share it.
 struct Live {
     key: Key,
     sock: Arc<Sock>,
     /// The reverse direction (stalled sends), written by the staller only.
     rev: Arc<Mutex<Tx>>,
+    window: Arc<Window>,
+    /// The receive buffer size in force (the tuner's).
+    size: AtomicU64,
+    /// When the window's limit after a shrink may go (the tuner's).
+    relax_at: Mutex<Option<Instant>>,
 }
 
 /// Everything the threads share.
@@ -304,6 +383,8 @@ struct Ctx<'a> {
     /// (not the sockets: a closed connection's socket must go).
     all: Mutex<Vec<(Key, Arc<Mutex<Tx>>)>>,
     staller: Option<Staller>,
+    /// Every connection's window, registered by its sender before the hello.
+    windows: Mutex<HashMap<Key, Arc<Window>>>,
     stats: Stats,
 }
 
@@ -315,6 +396,8 @@ struct Stats {
     stall_us_total: AtomicU64,
     stall_us_max: AtomicU64,
     resizes: AtomicU64,
+    shrinks: AtomicU64,
+    shrinks_skipped: AtomicU64,
     violations: Mutex<Vec<String>>,
     dropped_violations: AtomicU64,
 }
@@ -351,10 +434,13 @@ impl Ctx<'_> {
 struct SConn {
     key: Key,
     sock: Sock,
+    window: Arc<Window>,
     tx: Tx,
     rev: Rx,
     /// Shut down for writing (the sending time is up).
     finished: bool,
+    /// Stream: until when only tiny writes go out (a burst of small packets).
+    tiny_until: Option<Instant>,
 }
 
 /// Per-connection figures of one end.
@@ -432,6 +518,7 @@ pub fn run(env: &Env, ty: SockType, opts: &MeshOpts) -> Result<Summary> {
             .collect(),
         all: Mutex::new(Vec::new()),
         staller,
+        windows: Mutex::new(HashMap::new()),
         stats: Stats::default(),
     };
     if env.verbose {
@@ -498,17 +585,18 @@ pub fn run(env: &Env, ty: SockType, opts: &MeshOpts) -> Result<Summary> {
             sum.violation(format!("userfaultfd handler: {e}"));
         }
     }
-    compare(&ctx, &senders_out, &receivers_out, &mut sum);
-    let Ctx { stats, .. } = ctx;
-    let mut v = stats
-        .violations
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    let dropped = stats.dropped_violations.load(Ordering::Relaxed);
+    // What the threads saw first (the cause, such as an error from recv), then the
+    // end-to-end comparison (its effect on the figures).
+    let mut compared = Summary::new("mesh");
+    compare(&ctx, &senders_out, &receivers_out, &mut compared);
+    let seen = lock(&ctx.stats.violations).clone();
+    sum.violations(seen);
+    let dropped = ctx.stats.dropped_violations.load(Ordering::Relaxed);
     if dropped > 0 {
-        v.push(format!("... and {dropped} more violations"));
+        sum.violation(format!("... and {dropped} more violations"));
     }
-    sum.violations(v);
+    sum.violations(compared.violation_list().iter().cloned());
+    let stats = &ctx.stats;
     let fw_bytes: u64 = receivers_out
         .iter()
         .flat_map(|r| &r.conns)
@@ -532,34 +620,29 @@ pub fn run(env: &Env, ty: SockType, opts: &MeshOpts) -> Result<Summary> {
     let conns: u64 = senders_out.iter().map(|s| s.connects).sum();
     let resets: u64 = senders_out.iter().map(|s| s.resets).sum::<u64>()
         + receivers_out.iter().map(|r| r.resets).sum::<u64>();
+    // The main figures first: the check's message in the guest suite shows the line's start.
+    let st = |a: &AtomicU64| a.load(Ordering::Relaxed);
     sum.str("sock", ty.name())
-        .int("senders", opts.senders as u64)
-        .int("receivers", opts.receivers as u64)
-        .num("seconds", elapsed.as_secs_f64())
-        .int("connections", conns)
         .int("bytes", fw_bytes)
-        .int("bytes_sent", sent)
         .int("messages", fw_msgs)
         .int("rev_bytes", rev)
-        .int("stalls", stats.stalls.load(Ordering::Relaxed))
-        .int(
-            "stall_attempts",
-            stats.stall_attempts.load(Ordering::Relaxed),
-        )
-        .num(
-            "stall_s_total",
-            stats.stall_us_total.load(Ordering::Relaxed) as f64 / 1e6,
-        )
-        .int(
-            "stall_ms_max",
-            stats.stall_us_max.load(Ordering::Relaxed) / 1000,
-        )
-        .int("resizes", stats.resizes.load(Ordering::Relaxed))
+        .int("stalls", st(&stats.stalls))
+        .int("stall_ms_max", st(&stats.stall_us_max) / 1000)
+        .int("resizes", st(&stats.resizes))
+        .int("shrinks", st(&stats.shrinks))
+        .int("connections", conns)
+        .int("resets", resets)
+        .num("seconds", elapsed.as_secs_f64())
+        .int("senders", opts.senders as u64)
+        .int("receivers", opts.receivers as u64)
+        .int("bytes_sent", sent)
+        .int("stall_attempts", st(&stats.stall_attempts))
+        .num("stall_s_total", st(&stats.stall_us_total) as f64 / 1e6)
+        .int("shrinks_skipped", st(&stats.shrinks_skipped))
         .int(
             "blocking_sends",
             senders_out.iter().map(|s| s.blocking_sends).sum(),
         )
-        .int("resets", resets)
         .int(
             "connect_failures",
             senders_out.iter().map(|s| s.connect_failures).sum(),
@@ -694,14 +777,18 @@ fn parse_hello(h: &[u8]) -> Option<Key> {
 fn open(ctx: &Ctx<'_>, key: Key) -> io::Result<SConn> {
     let sock = Sock::connect(&ctx.targets[key.receiver as usize], ctx.env.timeout)?;
     sock.set_timeouts(Some(ctx.env.timeout))?;
+    let window = Arc::new(Window::new(u64::MAX));
+    lock(&ctx.windows).insert(key, window.clone());
     sock.send_all(&hello(key))?;
     let (fwd, rev) = ctx.seeds(key);
     Ok(SConn {
         key,
         sock,
+        window,
         tx: Tx::new(Flow::new(ctx.ty, fwd, ctx.opts.max_size)),
         rev: Rx::new(Flow::new(ctx.ty, rev, REV_MAX)),
         finished: false,
+        tiny_until: None,
     })
 }
 
@@ -776,7 +863,7 @@ fn sender(ctx: &Ctx<'_>, s: u32) -> SenderOut {
             .iter()
             .filter_map(|&r| conns[r].as_ref())
             .map(|c| {
-                let ev = if c.finished {
+                let ev = if c.finished || c.window.room() == 0 {
                     libc::POLLIN
                 } else {
                     libc::POLLIN | libc::POLLOUT
@@ -788,7 +875,13 @@ fn sender(ctx: &Ctx<'_>, s: u32) -> SenderOut {
             std::thread::sleep(TICK.min(Duration::from_millis(20)));
             continue;
         }
-        if let Err(e) = poll(&mut fds, TICK) {
+        // A connection held back by its window (not the kernel) is looked at again soon.
+        let held = conns
+            .iter()
+            .flatten()
+            .any(|c| !c.finished && c.window.room() == 0);
+        let tick = if held { Duration::from_millis(5) } else { TICK };
+        if let Err(e) = poll(&mut fds, tick) {
             ctx.violation(format!("sender {s}: poll: {e}"));
             std::thread::sleep(TICK);
             continue;
@@ -916,37 +1009,61 @@ fn drain_reverse(c: &mut SConn, buf: &mut [u8]) -> Option<ConnEnd> {
 fn send_some(ctx: &Ctx<'_>, c: &mut SConn, rng: &mut Rng, out: &mut SenderOut) -> Option<ConnEnd> {
     let max = ctx.opts.max_size;
     let stream = matches!(c.tx.flow, Flow::Stream(_));
-    let data = c.tx.next(|| rng.io_size(max));
+    // Now and then a burst of tiny writes: many packets per byte of credit, which is what
+    // fills a stalled receiver's backlog.  (Seqpacket messages have tiny runs of their own.)
+    let now = Instant::now();
+    if c.tiny_until.is_some_and(|t| now >= t) {
+        c.tiny_until = None;
+    } else if c.tiny_until.is_none() && rng.percent(TINY_BURST_PERCENT) {
+        c.tiny_until = Some(now + rng.duration(TINY_BURST.0, TINY_BURST.1));
+    }
+    let tiny = c.tiny_until.is_some();
+    let data = c.tx.next(|| {
+        if tiny {
+            rng.range(1, 64) as usize
+        } else {
+            rng.io_size(max)
+        }
+    });
     let len = data.len();
+    // The window: a message goes whole or waits; a stream write may be cut.
+    let min = if stream { 1 } else { len as u64 };
+    let n = c.window.reserve(len as u64, min) as usize;
+    if n == 0 {
+        return None;
+    }
     // Stream: mostly non-blocking; some large writes block (rvsock lends the pages of those).
     // Seqpacket: always blocking, since a non-blocking send can leave half a message.
-    let blocking = !stream || (len >= 32 * 1024 && rng.percent(BLOCKING_PERCENT));
+    let blocking = !stream || (n >= 32 * 1024 && rng.percent(BLOCKING_PERCENT));
     let flags = if blocking { 0 } else { libc::MSG_DONTWAIT };
     let t0 = Instant::now();
-    let r = c.sock.send(data, flags);
+    let r = c.sock.send(&data[..n], flags);
+    c.window.settle(n as u64, *r.as_ref().unwrap_or(&0) as u64);
     out.blocking_sends += u64::from(blocking);
     match r {
-        Ok(n) => {
-            if !c.tx.sent(n) {
+        Ok(sent) => {
+            if !c.tx.sent(sent) {
                 return Some(ConnEnd::Broken(format!(
-                    "send of a {len}-byte message returned {n}"
+                    "send of a {len}-byte message returned {sent}"
                 )));
             }
             None
         }
         Err(e) if is_again(&e) && !blocking => None,
         Err(e) if is_again(&e) => Some(ConnEnd::Broken(format!(
-            "a blocking send of {len} bytes made no progress in {:.1} s (SO_SNDTIMEO)",
+            "a blocking send of {n} bytes made no progress in {:.1} s (SO_SNDTIMEO)",
             t0.elapsed().as_secs_f64()
         ))),
         Err(e) if is_reset(&e) => Some(ConnEnd::Reset(format!("send: {e}"))),
-        Err(e) => Some(ConnEnd::Broken(format!("send of {len} bytes: {e}"))),
+        Err(e) => Some(ConnEnd::Broken(format!("send of {n} bytes: {e}"))),
     }
 }
 
 /// A receiver's end of a connection.
 struct RConn {
     sock: Arc<Sock>,
+    /// The connection's window (once the hello is in).
+    window: Option<Arc<Window>>,
     hello: Vec<u8>,
     key: Option<Key>,
     rx: Option<Rx>,
@@ -1001,6 +1118,7 @@ fn receiver(ctx: &Ctx<'_>, r: u32, l: &Listener) -> ReceiverOut {
                         }
                         conns.push(RConn {
                             sock: Arc::new(s),
+                            window: None,
                             hello: Vec::new(),
                             key: None,
                             rx: None,
@@ -1136,6 +1254,9 @@ fn read_conn(
                 let (Some(key), Some(rx)) = (c.key, c.rx.as_mut()) else {
                     continue;
                 };
+                if let Some(w) = &c.window {
+                    w.consumed.fetch_add(n as u64, Ordering::SeqCst);
+                }
                 match ctx.ty {
                     SockType::Stream => rx.stream(key, "forward", &buf[..n]),
                     SockType::SeqPacket => rx.message(key, "forward", &buf[..n], trunc),
@@ -1157,10 +1278,20 @@ fn start_live(ctx: &Ctx<'_>, r: u32, c: &mut RConn, key: Key) {
     c.rx = Some(Rx::new(Flow::new(ctx.ty, fwd, ctx.opts.max_size)));
     let rev = Arc::new(Mutex::new(Tx::new(Flow::new(ctx.ty, rev, REV_MAX))));
     lock(&ctx.all).push((key, rev.clone()));
+    // The sender registered the window before it sent the hello.
+    let window = lock(&ctx.windows)
+        .get(&key)
+        .cloned()
+        .unwrap_or_else(|| Arc::new(Window::new(u64::MAX)));
+    c.window = Some(window.clone());
+    let size = c.sock.buffer_size().unwrap_or(0);
     lock(&ctx.live[r as usize]).push(Arc::new(Live {
         key,
         sock: c.sock.clone(),
         rev,
+        window,
+        size: AtomicU64::new(size),
+        relax_at: Mutex::new(None),
     }));
 }
 
@@ -1227,6 +1358,13 @@ fn stall_loop(ctx: &Ctx<'_>, r: usize) {
     }
 }
 
+/// Longest wait for a connection to drain before a shrink.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+/// How long after a shrink the sender keeps to the new size itself: longer than the credit
+/// update can take to reach it, even behind a stalled socket (the upstream loopback delivers
+/// every packet from one work item, which waits for each stalled owner).
+const RELAX_AFTER: Duration = Duration::from_secs(3);
+
 /// A receiver's tuner thread: changes its connections' receive buffer sizes.
 fn tune_loop(ctx: &Ctx<'_>, r: usize) {
     let mut rng = Rng::new(derive(ctx.env.seed, &[r as u64, 400]));
@@ -1236,6 +1374,7 @@ fn tune_loop(ctx: &Ctx<'_>, r: usize) {
             ctx.deadline,
             rng.duration(Duration::from_millis(20), Duration::from_millis(250)),
         );
+        relax(ctx, r);
         let Some(live) = pick(ctx, r, &mut rng) else {
             continue;
         };
@@ -1244,13 +1383,23 @@ fn tune_loop(ctx: &Ctx<'_>, r: usize) {
             1 => hi,
             _ => rng.range(lo, hi),
         };
-        match live
+        let old = live.size.load(Ordering::SeqCst);
+        let careful = size < old && !ctx.opts.unsafe_shrink;
+        if careful && !drained(ctx, &live) {
+            ctx.stats.shrinks_skipped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let set = live
             .sock
             .set_buffer_size(size)
-            .and_then(|()| live.sock.buffer_size())
-        {
+            .and_then(|()| live.sock.buffer_size());
+        match set {
             Ok(now) => {
+                live.size.store(now, Ordering::SeqCst);
                 ctx.stats.resizes.fetch_add(1, Ordering::Relaxed);
+                ctx.stats
+                    .shrinks
+                    .fetch_add(u64::from(size < old), Ordering::Relaxed);
                 if now != size {
                     ctx.violation(format!(
                         "{}: SO_VM_SOCKETS_BUFFER_SIZE set to {size} (within min {lo} and max {hi}) reads back {now}",
@@ -1264,12 +1413,64 @@ fn tune_loop(ctx: &Ctx<'_>, r: usize) {
                 live.key
             )),
         }
+        if careful {
+            // Until the credit update surely reached the sender.
+            let now = live.size.load(Ordering::SeqCst);
+            live.window.limit.store(now, Ordering::SeqCst);
+            *lock(&live.relax_at) = Some(Instant::now() + RELAX_AFTER);
+        }
     }
+}
+
+/// Lifts the limits of the shrinks made long enough ago.
+fn relax(ctx: &Ctx<'_>, r: usize) {
+    let now = Instant::now();
+    for live in lock(&ctx.live[r]).iter() {
+        let mut at = lock(&live.relax_at);
+        if at.is_some_and(|t| now >= t) {
+            *at = None;
+            live.window.limit.store(u64::MAX, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Closes the connection's window and waits until the receiver has read everything sent
+/// (at most [`DRAIN_WAIT`]); on a timeout the window opens again and it returns false.
+fn drained(ctx: &Ctx<'_>, live: &Live) -> bool {
+    let w = &live.window;
+    let limit = w.limit.load(Ordering::SeqCst);
+    w.limit.store(0, Ordering::SeqCst);
+    let t0 = Instant::now();
+    while w.outstanding() > 0 {
+        if t0.elapsed() > DRAIN_WAIT || Instant::now() >= ctx.hard_deadline {
+            w.limit.store(limit, Ordering::SeqCst);
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window() {
+        let w = Window::new(100);
+        assert_eq!(w.reserve(60, 1), 60);
+        assert_eq!(w.reserve(60, 1), 40);
+        assert_eq!(w.reserve(10, 1), 0);
+        w.settle(40, 10); // only 10 of the 40 went out
+        assert_eq!(w.outstanding(), 70);
+        assert_eq!(w.reserve(50, 50), 0, "a message goes whole or not at all");
+        w.consumed.fetch_add(70, Ordering::SeqCst);
+        assert_eq!(w.reserve(50, 50), 50);
+        w.limit.store(0, Ordering::SeqCst);
+        assert_eq!(w.room(), 0);
+        assert_eq!(w.reserve(1, 1), 0);
+        assert_eq!(Window::new(u64::MAX).reserve(1 << 40, 1), 1 << 40);
+    }
 
     #[test]
     fn hello_roundtrip() {

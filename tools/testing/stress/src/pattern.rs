@@ -87,6 +87,12 @@ impl Keystream {
     }
 }
 
+/// Messages per run of tiny ones (see [`Messages::len`]).  A run's packets then weigh about
+/// 128 x 700 bytes of `sk_buff` overhead, well under the smallest seqpacket buffer (256 KiB):
+/// a reader that falls behind a run does not hit upstream's per-packet bound (which resets the
+/// connection with `ENOBUFS`; message ends are never merged).
+pub const TINY_RUN: u64 = 128;
+
 /// The messages of a `SOCK_SEQPACKET` connection: message `n`'s size (1 to `max` bytes) and
 /// content depend only on the seed and `n`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,9 +110,15 @@ impl Messages {
         }
     }
 
-    /// The size of message `n`.
+    /// The size of message `n`: log-uniform in 1..=max, except in one run of
+    /// [`TINY_RUN`] messages out of 8 (chosen by the seed), where all are 1 to 64 bytes.
     pub fn len(&self, n: u64) -> usize {
-        Rng::new(derive(self.seed, &[n, 1])).io_size(self.max)
+        let mut rng = Rng::new(derive(self.seed, &[n, 1]));
+        if mix64(self.seed ^ (n / TINY_RUN)) % 8 == 0 {
+            rng.range(1, 64.min(self.max as u64)) as usize
+        } else {
+            rng.io_size(self.max)
+        }
     }
 
     /// Message `n` into `buf` (resized to the message's size).
@@ -210,6 +222,8 @@ mod tests {
             assert!((1..=256 * 1024).contains(&buf.len()));
             assert!(m.is(n, &buf));
         }
+        let tiny = (0..64 * TINY_RUN).filter(|&n| m.len(n) <= 64).count() as u64;
+        assert!(tiny > 4 * TINY_RUN, "{tiny} tiny messages");
         m.fill(10, &mut buf);
         assert!(!m.is(11, &buf));
         assert_eq!(m.locate(7, &buf, 8, 8), Some(3));

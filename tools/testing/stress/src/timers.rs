@@ -17,7 +17,7 @@
 //! - `exit`: the same, left open for the process exit to close.
 //!
 //! Half of the `pending` and `refused` sockets are closed explicitly, half by the exit; the
-//! listener too is closed by the exit.
+//! listener too is closed by the exit.  `--kinds` picks some of the kinds (default: all).
 
 use std::time::Duration;
 
@@ -29,6 +29,9 @@ use crate::rng::Rng;
 use crate::sock::{Listener, Sock};
 use crate::summary::Summary;
 use crate::Env;
+
+/// The kinds of sockets, in the order they are made.
+pub const KINDS: [&str; 5] = ["pending", "refused", "closewait", "linger", "exit"];
 
 /// How connects that were only started turned out, by errno.
 #[derive(Default)]
@@ -59,8 +62,16 @@ impl Outcomes {
     }
 }
 
-/// Runs one round: `count` sockets of each kind, connect timeouts up to `timeout_max`.
-pub fn run(env: &Env, count: usize, timeout_max: Duration) -> Result<Summary> {
+/// Runs one round: `count` sockets of each of `kinds` (names from [`KINDS`]), connect
+/// timeouts up to `timeout_max`.
+pub fn run(env: &Env, count: usize, kinds: &[String], timeout_max: Duration) -> Result<Summary> {
+    if let Some(k) = kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
+        return Err(Error::usage(format!(
+            "unknown socket kind '{k}' (kinds: {})",
+            KINDS.join(", ")
+        )));
+    }
+    let want = |k: &str| kinds.is_empty() || kinds.iter().any(|x| x == k);
     let target = env.server_at(0);
     let Target::Vsock(_, ty) = target else {
         return Err(Error::usage(
@@ -83,7 +94,13 @@ pub fn run(env: &Env, count: usize, timeout_max: Duration) -> Result<Summary> {
     let (mut pending, mut refused) = (Outcomes::default(), Outcomes::default());
     let mut connected = 0u64;
     for i in 0..count {
-        for (addr, outcomes) in [(laddr, &mut pending), (nobody, &mut refused)] {
+        for (kind, addr, outcomes) in [
+            ("pending", laddr, &mut pending),
+            ("refused", nobody, &mut refused),
+        ] {
+            if !want(kind) {
+                continue;
+            }
             let t = rng.duration(Duration::from_millis(1), timeout_max);
             let (s, r) = Sock::start_vsock_connect(addr, ty, t)
                 .context(|| format!("start a connect to {addr}"))?;
@@ -95,6 +112,9 @@ pub fn run(env: &Env, count: usize, timeout_max: Duration) -> Result<Summary> {
             }
         }
         for kind in ["closewait", "linger", "exit"] {
+            if !want(kind) {
+                continue;
+            }
             let s = match unread_bytes_sent(&to, env.timeout, &mut rng) {
                 Ok(s) => s,
                 Err(e) => {
@@ -115,12 +135,18 @@ pub fn run(env: &Env, count: usize, timeout_max: Duration) -> Result<Summary> {
             }
         }
     }
-    sum.int("pending", count as u64)
-        .str("pending_ok_inprogress_reset_other", pending.text())
-        .int("refused", count as u64)
-        .str("refused_ok_inprogress_reset_other", refused.text())
-        .int("connected", connected)
-        .int("left_to_exit", keep.len() as u64 + 1);
+    sum.str(
+        "kinds",
+        if kinds.is_empty() {
+            KINDS.join(",")
+        } else {
+            kinds.join(",")
+        },
+    )
+    .str("pending_ok_inprogress_reset_other", pending.text())
+    .str("refused_ok_inprogress_reset_other", refused.text())
+    .int("connected", connected)
+    .int("left_to_exit", keep.len() as u64 + 1);
     if pending.other + refused.other > 0 {
         sum.violation(format!(
             "connects ended with unexpected errors: pending {}, refused {}",
