@@ -118,11 +118,22 @@ summary_line() {
 is_loaded() { [[ " $(loaded_ours) " == *" $1 "* ]]; }
 
 # rmmod_once NAME LIMIT: one rmmod, which must succeed within LIMIT seconds; prints how long it
-# took.  Sets ST_RMMOD_CS (centiseconds).
+# took, and where it waits in the kernel if it takes more than a second.  Sets ST_RMMOD_CS
+# (centiseconds).
 rmmod_once() {
-	local t0 rc=0 secs
+	local t0 rc=0 secs pid _
 	t0=$(now)
-	bounded "$2" "${BB[@]}" rmmod "$1" || rc=$?
+	"${BB[@]}" rmmod "$1" &
+	pid=$!
+	for _ in {1..20}; do
+		kill -0 "$pid" 2>/dev/null || break
+		snooze 0.05
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		echo "rmmod $1 still running after 1 s, in the kernel at:"
+		sed 's/^/    /' "/proc/$pid/stack" 2>/dev/null || true
+	fi
+	wait_or_kill "$pid" "$2" || rc=$?
 	secs=$(seconds_since "$t0")
 	ST_RMMOD_CS=$((10#${secs/./}))
 	echo "rmmod $1: exit $rc after $secs s"

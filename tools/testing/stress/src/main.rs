@@ -382,3 +382,44 @@ fn finish(sum: &Summary, json: bool) -> Result<()> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scenarios end to end over TCP on the host (the stalls too where userfaultfd is
+    /// allowed).
+    fn tcp_env() -> Env {
+        Env {
+            server: Target::Tcp("127.0.0.1:0".parse().unwrap()),
+            cid: VMADDR_CID_LOCAL,
+            timeout: Duration::from_secs(10),
+            verbose: false,
+            seed: 42,
+        }
+    }
+
+    #[test]
+    fn hold_and_cycles_over_tcp() {
+        let env = tcp_env();
+        let s = hold::run(&env, 50).unwrap();
+        assert!(s.ok(), "{:?}", s.violation_list());
+        let s = cycles::run(&env, 50, 2, 0).unwrap();
+        assert!(s.ok(), "{:?}", s.violation_list());
+    }
+
+    #[test]
+    fn mesh_over_tcp() {
+        let env = tcp_env();
+        let mut m = Opts::default().mesh;
+        m.senders = 2;
+        m.receivers = 2;
+        m.duration = Duration::from_millis(1500);
+        m.stall_max = Duration::from_millis(200);
+        m.stall_gap = Duration::from_millis(200);
+        m.stall = uffd::Staller::new().is_ok();
+        let s = mesh::run(&env, rvsock_samples::vsock::SockType::Stream, &m).unwrap();
+        assert!(s.ok(), "{:?}", s.violation_list());
+        assert!(s.line(false).contains(" bytes="));
+    }
+}

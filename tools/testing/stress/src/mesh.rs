@@ -1075,22 +1075,29 @@ fn receiver(ctx: &Ctx<'_>, r: u32, l: &Listener) -> ReceiverOut {
     let mut rng = Rng::new(derive(ctx.env.seed, &[u64::from(r), 200]));
     let mut conns: Vec<RConn> = Vec::new();
     let mut buf = vec![0u8; ctx.opts.max_size.max(HELLO_LEN) + 1];
+    let mut senders_done = None;
     loop {
         let now = Instant::now();
         if now >= ctx.deadline && ctx.senders_left.load(Ordering::Acquire) == 0 {
-            // The senders are done: whatever is still open gets no more data.
-            for c in conns.drain(..) {
-                if let (Some(key), Some(rx)) = (c.key, c.rx) {
-                    if let Some(b) = rx.bad.clone() {
-                        ctx.violation(b);
+            // The senders are done.  What they closed last may not have been read yet: read
+            // on for a while, then whatever is still open never got its end.
+            let since = *senders_done.get_or_insert(now);
+            if conns.is_empty() || now >= since + SENDERS_GONE_GRACE {
+                for c in conns.drain(..) {
+                    if let (Some(key), Some(rx)) = (c.key, c.rx) {
+                        if let Some(b) = rx.bad.clone() {
+                            ctx.violation(b);
+                        }
+                        out.conns.push((key, rx_end(&rx, true)));
+                        ctx.violation(format!(
+                            "{key}: still open at the receiver {} s after its sender closed it \
+                             (no end of file, no reset)",
+                            SENDERS_GONE_GRACE.as_secs()
+                        ));
                     }
-                    out.conns.push((key, rx_end(&rx, true)));
-                    ctx.violation(format!(
-                        "{key}: still open at the receiver after the senders ended"
-                    ));
                 }
+                return out;
             }
-            return out;
         }
         if now >= ctx.hard_deadline + Duration::from_secs(5) {
             ctx.violation(format!(
@@ -1357,6 +1364,9 @@ fn stall_loop(ctx: &Ctx<'_>, r: usize) {
         }
     }
 }
+
+/// How long a receiver reads on after the last sender ended.
+const SENDERS_GONE_GRACE: Duration = Duration::from_secs(5);
 
 /// Longest wait for a connection to drain before a shrink.
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
