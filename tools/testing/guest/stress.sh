@@ -27,8 +27,8 @@
 #   slab              /proc/meminfo Slab before the suite and after it (caches dropped, slab
 #                     caches shrunk, which also empties KASAN's quarantine), within SLAB_MARGIN
 #
-# RVSOCK_STRESS picks the sizes: short (make check, about 3.5 minutes in the TCG guest) or full
-# (make stress, about N minutes):
+# RVSOCK_STRESS picks the sizes: short (make check: 2.3 to 4.5 minutes in the TCG guest) or full
+# (make stress: about 25 minutes):
 #
 #                     short      full
 #   hold N            200        1000
