@@ -261,7 +261,13 @@ mod tests {
     fn feed(c: &mut Conn, h: &Hdr) -> (u32, usize) {
         let fx = c.recv(h, RxPlan::default());
         let bytes = if fx.enqueue { h.len } else { 0 };
-        let updates = usize::from(fx.send == Some(Reply::Sock { op: Op::CreditUpdate, flags: 0 }));
+        let updates = usize::from(
+            fx.send
+                == Some(Reply::Sock {
+                    op: Op::CreditUpdate,
+                    flags: 0,
+                }),
+        );
         (bytes, updates)
     }
 
