@@ -24,6 +24,8 @@
 #                     tenth round has every kind of socket, the others only the connect-timer
 #                     kinds: sockets in their close handshake keep rvsock for the 8 s close
 #                     timeout, even once their transport is gone
+#   kunit race        (full form only) rvsock_kunit.ko loaded with race_rounds=10000: the KUnit
+#                     receive-versus-unregister race for 10,000 rounds (make check runs 1,000)
 #   slab              /proc/meminfo Slab before the suite and after it (caches dropped, slab
 #                     caches shrunk, which also empties KASAN's quarantine), within SLAB_MARGIN
 #
@@ -288,6 +290,37 @@ stress_no_tool() {
 	return 1
 }
 
+# stress_kunit_race ROUNDS: the KUnit suites with the receive-versus-unregister race run for
+# ROUNDS rounds (make check's kunit suite runs its default 1,000): no case fails, every round ran.
+stress_kunit_race() {
+	local rounds=$1 log made reset cut ms
+	kmsg "stress kunit race begin"
+	if ! bounded 1200 "${BB[@]}" insmod rvsock_kunit.ko race_rounds="$rounds"; then
+		ST_MSG="insmod rvsock_kunit.ko race_rounds=$rounds failed"
+		kmsg "stress kunit race end"
+		return 1
+	fi
+	bounded 60 "${BB[@]}" rmmod rvsock_kunit || true
+	kmsg "stress kunit race end"
+	log=$(dmesg | sed -n '/rvsock-check: stress kunit race begin$/,/rvsock-check: stress kunit race end$/p')
+	read -r made reset cut ms < <(awk '/rvsock_kunit: rounds [0-9]+\.\.[0-9]+ in/ {
+		for (i = 1; i <= NF; i++) {
+			if ($i == "in") ms += $(i + 1)
+			if ($i == "cut") cut += $(i - 1)
+			if ($i == "made,") made += $(i - 2)
+			if ($i == "reset") reset += $(i - 1)
+		}
+		n += $5
+	} END { print made + 0, reset + 0, cut + 0, ms + 0 }' <<<"$log")
+	ST_MSG="$rounds rounds in $((ms / 1000)) s: $cut cut by the unregistration mid-way, $made connections made, $reset reset"
+	echo "kunit race: $ST_MSG" >>"$OUT/stress-figures.txt"
+	if grep -q "not ok" <<<"$log"; then
+		ST_MSG="$ST_MSG; $(grep -m1 'not ok' <<<"$log")"
+		return 1
+	fi
+	[ "$made" = "$reset" ] && [ "$made" -gt 0 ]
+}
+
 suite_stress() {
 	begin_suite stress
 	stress_sizes
@@ -320,6 +353,9 @@ suite_stress() {
 		stress_timers "$ST_TIMER_ROUNDS" || true
 	# The later suites expect the socket modules loaded.
 	st_check "rvsock.ko and rvsock_loopback.ko loaded again" stress_load_missing || true
+	if [ "${RVSOCK_STRESS:-short}" = full ]; then
+		st_check "KUnit: receive racing unregister, 10000 rounds" stress_kunit_race 10000 || true
+	fi
 	st_check "slab" stress_slab "$slab0" || true
 	echo "stress suite: $(seconds_since "$t0") s" >>"$OUT/stress-figures.txt"
 }
