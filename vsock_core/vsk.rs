@@ -75,7 +75,13 @@ impl Shared {
             pending_requests: AtomicU32::new(0),
             overflowed: AtomicBool::new(false),
             lend_backoff: AtomicU8::new(0),
-            addrs: [const { AtomicU32::new(0) }; 4],
+            // Unbound and unconnected, as in the state.
+            addrs: [
+                AtomicU32::new(VsockAddr::ANY.cid),
+                AtomicU32::new(VsockAddr::ANY.port),
+                AtomicU32::new(VsockAddr::ANY.cid),
+                AtomicU32::new(VsockAddr::ANY.port),
+            ],
         }
     }
 

@@ -91,9 +91,9 @@ pub const MIN_PKTS: u32 = 64;
 /// under the old one.
 ///
 /// For SEQPACKET ([`RxCredit::shaped`]), messages cannot share a queued packet, so many small
-/// messages cost far more memory than their payload.  Once the queue holds a quarter of the
-/// packets it may ([`RxCredit::max_pkts`]), the limit we advertise lets the peer send only as
-/// many more bytes as packets fit before half of that: an honest sender then waits for the
+/// messages cost far more memory than their payload.  Once the queue holds half the packets it
+/// may ([`RxCredit::max_pkts`]), the limit we advertise lets the peer send only as many more
+/// bytes as packets fit below [`RxCredit::shaped_cap`]: an honest sender then waits for the
 /// reader (or gets `EAGAIN`) instead of making us reset the connection.  The advertised
 /// `buf_alloc` stays the buffer size (a smaller one would make the peer's large messages fail
 /// with `EMSGSIZE`); the advertised `fwd_cnt` lags instead.
@@ -220,16 +220,25 @@ impl RxCredit {
         self.pkts = self.pkts.saturating_sub(1);
     }
 
+    /// The packets an honest peer is held to on a shaped queue: [`RxCredit::max_pkts`] less a
+    /// slack for the packets in flight before the peer learns it must wait (an eighth of the
+    /// bound, at least 32, at most half).
+    pub fn shaped_cap(&self) -> u32 {
+        let max = self.max_pkts();
+        let slack = (max / 8).max(32).min(max / 2);
+        max - slack
+    }
+
     /// The limit we would advertise now: the whole buffer beyond what the reader consumed, or,
-    /// for a shaped queue holding more than a quarter of its packets, only as many bytes as
-    /// packets fit before half of them (each packet of an honest peer carries at least one).
+    /// for a shaped queue holding more than half the packets it may, only as many bytes as
+    /// packets fit below [`RxCredit::shaped_cap`] (each packet of an honest peer carries at least
+    /// one byte).
     pub fn target(&self) -> u32 {
         let full = self.fwd_cnt.wrapping_add(self.buf_alloc);
-        let max = self.max_pkts();
-        if !self.shaped || self.pkts <= max / 4 {
+        if !self.shaped || self.pkts <= self.max_pkts() / 2 {
             return full;
         }
-        let room = (max / 2).saturating_sub(self.pkts);
+        let room = self.shaped_cap().saturating_sub(self.pkts);
         let shaped = self.received().wrapping_add(room);
         if self.ahead(shaped) < self.ahead(full) {
             shaped
@@ -401,19 +410,21 @@ mod tests {
         rx.pkt_cost = 576;
         let max = rx.max_pkts();
         assert_eq!(max, 455);
-        for _ in 0..(max / 4 + 10) {
+        let cap = rx.shaped_cap();
+        assert_eq!(cap, 455 - 56);
+        for _ in 0..(max / 2 + 10) {
             rx.admit(1, true, false).unwrap();
         }
         // A stream (unshaped) queue advertises its whole buffer.
         assert_eq!(rx.target(), 256 * 1024);
         assert!(!rx.shaping_overdue());
         rx.shaped = true;
-        // Shaped: only as many bytes as packets fit before half the bound.
-        assert_eq!(rx.target(), rx.received() + (max / 2 - rx.pkts));
+        // Shaped: only as many bytes as packets fit below the cap.
+        assert_eq!(rx.target(), rx.received() + (cap - rx.pkts));
         assert!(rx.shaping_overdue());
         let (b, f) = rx.stamp();
         assert_eq!(b, 256 * 1024);
-        assert_eq!(f.wrapping_add(b), rx.received() + (max / 2 - rx.pkts));
+        assert_eq!(f.wrapping_add(b), rx.received() + (cap - rx.pkts));
         assert!(!rx.shaping_overdue());
         // What was granted before still stands.
         assert_eq!(rx.granted, 256 * 1024);
