@@ -162,12 +162,19 @@ fn new_socket(domain: c_int, ty: c_int) -> io::Result<OwnedFd> {
 
 /// Plain-old-data option values: every bit pattern (all zero bytes in particular) is a valid
 /// value, so the kernel may fill them in.
-trait Pod: Copy {}
+pub trait Pod: Copy {}
 impl Pod for u64 {}
 impl Pod for c_int {}
 impl Pod for libc::timeval {}
+impl Pod for libc::linger {}
 
-fn setsockopt<T: Pod>(fd: BorrowedFd<'_>, level: c_int, name: c_int, val: &T) -> io::Result<()> {
+/// `setsockopt(2)` of an option whose value is a plain integer or a C struct of integers.
+pub fn setsockopt<T: Pod>(
+    fd: BorrowedFd<'_>,
+    level: c_int,
+    name: c_int,
+    val: &T,
+) -> io::Result<()> {
     // SAFETY: `val` points to a live, initialised T for the duration of the call, and the
     // length passed is exactly its size; the kernel only reads it.
     cvt(unsafe {

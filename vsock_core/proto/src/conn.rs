@@ -596,6 +596,19 @@ mod tests {
             assert!(budget > 0, "packets ping-pong forever");
         }
 
+        /// Puts an RW packet of `len` bytes with `flags` from `from` on the wire.
+        fn push_rw(&mut self, from: usize, len: u32, flags: u32) {
+            let to_port = self.ends[1 - from].port;
+            let rw = Reply::Sock {
+                op: Op::Rw,
+                flags: 0,
+            };
+            let mut h = hdr_for(&mut self.ends[from], to_port, rw);
+            h.len = len;
+            h.flags = flags;
+            self.wire[1 - from].push_back(h);
+        }
+
         /// Sends up to `n` bytes from `from` as far as credit allows, in maximal packets.
         fn send(&mut self, from: usize, n: u32) -> u32 {
             let mut sent = 0;
@@ -608,17 +621,7 @@ mod tests {
                 if got == 0 {
                     break;
                 }
-                let to_port = self.ends[1 - from].port;
-                let mut h = hdr_for(
-                    &mut self.ends[from],
-                    to_port,
-                    Reply::Sock {
-                        op: Op::Rw,
-                        flags: 0,
-                    },
-                );
-                h.len = got;
-                self.wire[1 - from].push_back(h);
+                self.push_rw(from, got, 0);
                 sent += got;
             }
             sent
@@ -634,21 +637,8 @@ mod tests {
                     return sent;
                 }
                 let got = e.conn.reserve((len - sent).min(MAX_PKT_PAYLOAD));
-                let to_port = self.ends[1 - from].port;
-                let mut h = hdr_for(
-                    &mut self.ends[from],
-                    to_port,
-                    Reply::Sock {
-                        op: Op::Rw,
-                        flags: 0,
-                    },
-                );
-                h.len = got;
                 sent += got;
-                if sent == len {
-                    h.flags = SEQ_EOM;
-                }
-                self.wire[1 - from].push_back(h);
+                self.push_rw(from, got, if sent == len { SEQ_EOM } else { 0 });
                 if sent == len {
                     return sent;
                 }

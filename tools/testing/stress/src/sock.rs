@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use libc::{c_int, c_void, socklen_t};
 use rvsock_samples::net::{Conn, ConnectMode, ListenOpts, Listener as NetListener, Target};
 use rvsock_samples::vsock::{
-    self, BufferOpt, SockType, VsockAddr, VsockListener, AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT,
+    self, setsockopt, BufferOpt, SockType, VsockAddr, VsockListener, AF_VSOCK,
+    SO_VM_SOCKETS_CONNECT_TIMEOUT,
 };
 
 /// Turns a `-1` return into the thread's `errno`.
@@ -36,28 +37,6 @@ fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
     } else {
         Ok(ret as usize)
     }
-}
-
-/// Option values the kernel reads: plain integers and C structs of integers.
-trait OptVal: Copy {}
-impl OptVal for c_int {}
-impl OptVal for u64 {}
-impl OptVal for libc::timeval {}
-impl OptVal for libc::linger {}
-
-fn setsockopt<T: OptVal>(fd: BorrowedFd<'_>, level: c_int, name: c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` points to a live, initialised T for the duration of the call and the length
-    // passed is its size; the kernel only reads it.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (val as *const T).cast::<c_void>(),
-            mem::size_of::<T>() as socklen_t,
-        )
-    })?;
-    Ok(())
 }
 
 /// A `timeval` for `d`; a zero one means "no timeout" to the socket options, so tiny
