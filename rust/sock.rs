@@ -118,7 +118,7 @@ pub(crate) struct NewSock<'a> {
     /// Network namespace.
     pub(crate) net: Net<'a>,
     /// The `struct socket` being created, or none for a child made by the receive path.
-    pub(crate) sock: Option<&'a crate::kx::socket::Socket>,
+    pub(crate) sock: Option<crate::kx::socket::Creating<'a>>,
     /// Address family.
     pub(crate) family: i32,
     /// Socket type (`SOCK_STREAM`, ...).
@@ -275,7 +275,8 @@ impl<P: SockProto> ProtoSock<P> {
             return Err(e);
         }
         let sock = sock.map_or(core::ptr::null_mut(), |s| s.as_ptr());
-        // SAFETY: `sk` is a fresh socket; `sock` is null or the socket being created.  From here
+        // SAFETY: `sk` is a fresh socket; `sock` is null or the socket being created (the
+        // invariant of `Creating`), which has no `sk` yet.  From here
         // on nothing fails, so `sock->sk` never points at a freed socket.
         unsafe {
             sys::sock_init_data(sock, sk.as_ptr());

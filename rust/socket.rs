@@ -484,10 +484,32 @@ fn clamp_len(n: usize) -> i32 {
     n.min(i32::MAX as usize) as i32
 }
 
+/// A `struct socket` that `socket()` is creating: it has no network-layer socket yet, and only
+/// the family's `create` gets one, so that only there a new `sock` can be attached to it.
+///
+/// # Invariants
+///
+/// `0` is the socket passed to `net_proto_family.create`, for the duration of the call.
+#[derive(Clone, Copy)]
+pub(crate) struct Creating<'a>(&'a Socket);
+
+impl core::ops::Deref for Creating<'_> {
+    type Target = Socket;
+
+    fn deref(&self) -> &Socket {
+        self.0
+    }
+}
+
 /// An address family: what `socket(family, ...)` calls.
 pub(crate) trait Family: 'static {
     /// Creates a socket of this family on `sock` in namespace `net` (`net_proto_family.create`).
-    fn create(net: crate::kx::sock::Net<'_>, sock: &Socket, protocol: i32, kern: bool) -> Result;
+    fn create(
+        net: crate::kx::sock::Net<'_>,
+        sock: Creating<'_>,
+        protocol: i32,
+        kern: bool,
+    ) -> Result;
 }
 
 /// A registered address family.
@@ -567,13 +589,10 @@ unsafe extern "C" fn create<F: Family>(
     // SAFETY: The namespace is valid for the call (and the socket created in it takes a
     // reference of its own).
     let net = unsafe { crate::kx::sock::Net::from_raw(net) };
+    // INVARIANT: The socket being created, for the call.
     // SAFETY: Valid for the call.
-    ret(F::create(
-        net,
-        unsafe { Socket::from_raw(sock) },
-        protocol,
-        kern != 0,
-    ))
+    let sock = Creating(unsafe { Socket::from_raw(sock) });
+    ret(F::create(net, sock, protocol, kern != 0))
 }
 
 /// Passes a `SOL_SOCKET` option to the generic socket code (`sock_setsockopt`).

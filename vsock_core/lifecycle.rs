@@ -5,7 +5,7 @@
 //! socket calls ([`crate::ops`]) and the receive path ([`crate::rx`]) build on this.
 
 use crate::kx::sock::{BhLock, Net, NewSock};
-use crate::kx::socket::{Socket, SocketState};
+use crate::kx::socket::{Creating, SocketState};
 use crate::kx::{sys, Gfp};
 use crate::proto::addr::AF_VSOCK;
 use crate::proto::conn::{Effects, SockType};
@@ -24,7 +24,7 @@ use kernel::types::ARef;
 pub(crate) fn alloc_sock(
     core: &Core,
     net: Net<'_>,
-    sock: Option<&Socket>,
+    sock: Option<Creating<'_>>,
     ty: SockType,
     gfp: Gfp,
     kern: bool,

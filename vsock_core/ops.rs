@@ -6,7 +6,7 @@
 use crate::kx::msg::{Msg, OptVal};
 use crate::kx::sock::{Net, WaitError};
 use crate::kx::socket::{
-    Family, LockedByCaller, PollTable, Socket, SocketOps, SocketState, UserPtr,
+    Creating, Family, LockedByCaller, PollTable, Socket, SocketOps, SocketState, UserPtr,
 };
 use crate::kx::{self, sys, Gfp};
 use crate::lifecycle::{alloc_sock, apply, cancel_pkt, mirror, remove_sock, unhash_connected};
@@ -146,7 +146,7 @@ fn release_sk(core: &Core, sk: &Vsk, nested: bool) {
 pub(crate) struct VsockFamily;
 
 impl Family for VsockFamily {
-    fn create(net: Net<'_>, sock: &Socket, protocol: i32, kern: bool) -> Result {
+    fn create(net: Net<'_>, sock: Creating<'_>, protocol: i32, kern: bool) -> Result {
         if protocol != 0 && protocol != sys::PF_VSOCK as i32 {
             return Err(err(Errno::EPROTONOSUPPORT));
         }
