@@ -335,6 +335,10 @@ fn connrate_flood_unix() {
             "0.2",
             "--duration",
             "0.5",
+            "--work-us",
+            "10",
+            "--nap",
+            "1ms",
             "--json",
         ],
         true,
@@ -368,6 +372,8 @@ fn connrate_flood_unix() {
     assert!(json_num(&rest, "accepted") > 0.0, "{rest}");
     assert_eq!(json_num(&rest, "short_reads"), 0.0, "{rest}");
     assert_eq!(json_num(&rest, "read_errors"), 0.0, "{rest}");
+    assert_eq!(json_num(&rest, "work_us"), 10.0, "{rest}");
+    assert!(json_num(&rest, "work_rounds") > 0.0, "{rest}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,7 @@ reset: ECONNRESET, as AF_VSOCK answers a full listener), and in how many
 100 ms slots of the window some attempt was turned away.  The server waits
 --accept-delay seconds before its first accept (so the clients fill the accept
 queue), then runs a single-threaded loop for --duration seconds: accept, read
---send bytes, close; it reports the accepts per second and how often the accept
+--send bytes, --work-us of CPU work, close; it reports the accepts per second and how often the accept
 queue was found empty (accept_waits: 0 means the loop never caught up with the
 clients), then accepts uncounted until no connection came for 1 s.  Both report
 their CPU time in the window; the client also the whole system's (/proc/stat).
@@ -76,6 +77,12 @@ Options:
                        by the server (default 4; 0: none)
   --accept-delay SECS  --flood server: wait this long before the first accept
                        (default 0)
+  --work-us N          --flood server: after reading, N us of CPU work per
+                       connection (a loop timed before listening; default 0),
+                       for a server slower than the flood
+  --nap SECS           --flood server: when the accept queue is empty, sleep this
+                       long and try again, instead of waiting in poll(2) (whose
+                       wake-up then plays no part; e.g. 1ms)
   --json               print one JSON object instead of the text report
   --accept-timeout SECS
                        server: exit when no client comes for SECS (default 60;
@@ -110,6 +117,9 @@ struct Opts {
     warmup: Duration,
     send: usize,
     accept_delay: Duration,
+    work_us: u64,
+    /// `--nap`: wait for connections by sleeping this long between tries, not in poll(2).
+    nap: Option<Duration>,
 }
 
 fn run() -> Result<()> {
@@ -132,6 +142,8 @@ fn run() -> Result<()> {
         warmup: Duration::ZERO,
         send: DEFAULT_FLOOD_SEND,
         accept_delay: Duration::ZERO,
+        work_us: 0,
+        nap: None,
     };
     while let Some(arg) = p.next_arg()? {
         match arg {
@@ -149,12 +161,14 @@ fn run() -> Result<()> {
                 "--json" => o.json = true,
                 "--accept-timeout" => o.accept_timeout = cli::accept_timeout(&mut p)?,
                 "--flood" => o.flood = true,
-                "--threads" | "--warmup" | "--send" | "--accept-delay" => {
+                "--threads" | "--warmup" | "--send" | "--accept-delay" | "--work-us" | "--nap" => {
                     flood_opt = true;
                     match opt.as_str() {
                         "--threads" => o.threads = p.parse()?,
                         "--warmup" => o.warmup = p.duration()?,
                         "--send" => o.send = p.size()? as usize,
+                        "--work-us" => o.work_us = p.parse()?,
+                        "--nap" => o.nap = Some(p.duration()?).filter(|d| !d.is_zero()),
                         _ => o.accept_delay = p.duration()?,
                     }
                 }
@@ -167,7 +181,7 @@ fn run() -> Result<()> {
     common.start(PROG);
     if flood_opt && !o.flood {
         return Err(Error::usage(
-            "--threads, --warmup, --send and --accept-delay go with --flood",
+            "--threads, --warmup, --send, --accept-delay, --work-us and --nap go with --flood",
         ));
     }
     if o.flood {
@@ -310,12 +324,40 @@ fn take_payload(mut conn: Conn, buf: &mut [u8], timeout: Duration, c: &mut Serve
     }
 }
 
+/// `n` rounds of xorshift: CPU work the compiler cannot leave out.
+fn spin(n: u64) {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = std::hint::black_box(x);
+    }
+}
+
+/// Rounds of [`spin`] per microsecond here, timed over at least 20 ms.
+fn spin_rate() -> f64 {
+    let mut n = 1u64 << 14;
+    loop {
+        let t = Instant::now();
+        spin(n);
+        let e = t.elapsed();
+        if e >= Duration::from_millis(20) {
+            return n as f64 / (e.as_nanos() as f64 / 1e3);
+        }
+        n *= 2;
+    }
+}
+
 fn secs_f(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
 /// `--server --flood`: a single-threaded accept loop for a connect flood, timed.
 fn run_flood_server(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()> {
+    // Timed while nothing else runs: before the clients can start.
+    let rounds_per_us = if o.work_us > 0 { spin_rate() } else { 0.0 };
+    let work_rounds = (o.work_us as f64 * rounds_per_us).round() as u64;
     let listener = listen(target, o)?;
     let duration = o.duration.unwrap_or(DEFAULT_DURATION);
     // The clients start meanwhile and fill the accept queue.
@@ -336,6 +378,10 @@ fn run_flood_server(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()
             Accepted::Transient => continue,
             Accepted::Empty => {
                 c.waits += 1;
+                if let Some(nap) = o.nap {
+                    thread::sleep(nap.min(end - now));
+                    continue;
+                }
                 match accept_once(&listener, Some(end - now), &mut c.accept_errors, v)? {
                     Accepted::Conn(conn, _) => conn,
                     Accepted::Empty | Accepted::Transient => continue,
@@ -344,6 +390,7 @@ fn run_flood_server(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()
         };
         c.accepted += 1;
         take_payload(conn, &mut buf, common.timeout, &mut c);
+        spin(work_rounds);
     }
     let window = start.elapsed();
     let (user1, sys1) = process_cpu_time().context(|| "getrusage".to_string())?;
@@ -359,6 +406,7 @@ fn run_flood_server(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()
             Accepted::Conn(conn, _) => {
                 drained.accepted += 1;
                 take_payload(conn, &mut buf, common.timeout, &mut drained);
+                spin(work_rounds);
             }
             Accepted::Transient => {}
             Accepted::Empty => break,
@@ -382,6 +430,9 @@ fn run_flood_server(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()
             .int("backlog", o.backlog.into())
             .num("accept_delay_s", secs_f(o.accept_delay))
             .int("send_bytes", o.send as u64)
+            .int("work_us", o.work_us)
+            .int("work_rounds", work_rounds)
+            .num("nap_s", o.nap.map_or(0.0, secs_f))
             .num("elapsed_s", secs)
             .int("accepted", c.accepted)
             .num("accept_per_s", rate)
@@ -552,6 +603,28 @@ struct Flood<'a> {
     verbose: bool,
     /// Set by a loop that met a fatal error: the others stop too.
     stop: AtomicBool,
+    /// Taken by the first loop to start an attempt in the window, and by the first to see it
+    /// end: by a thread that is running anyway (a sleeping one may wake late when the CPUs
+    /// are busy, and then both samples would be taken at once).
+    start_sample: OnceLock<Sample>,
+    end_sample: OnceLock<Sample>,
+}
+
+/// The process's and the system's CPU times at one instant.
+struct Sample {
+    at: Instant,
+    cpu: Option<(Duration, Duration)>,
+    stat: Option<[u64; 8]>,
+}
+
+impl Sample {
+    fn take() -> Sample {
+        Sample {
+            at: Instant::now(),
+            cpu: process_cpu_time().ok(),
+            stat: proc_stat_cpu(),
+        }
+    }
 }
 
 /// One connect loop of the flood: connect, send, close, until the window's end.
@@ -565,10 +638,17 @@ fn flood_loop(f: &Flood<'_>) -> Result<FloodCounts> {
     let mut said: Vec<String> = Vec::new();
     loop {
         let t = Instant::now();
-        if t >= f.win_end || f.stop.load(Ordering::Relaxed) {
+        if t >= f.win_end {
+            f.end_sample.get_or_init(Sample::take);
+            break;
+        }
+        if f.stop.load(Ordering::Relaxed) {
             break;
         }
         let counted = t >= f.win_start;
+        if counted {
+            f.start_sample.get_or_init(Sample::take);
+        }
         let c = if counted { &mut r.win } else { &mut r.warm };
         c.attempts += 1;
         match Conn::open(f.target, f.timeout, f.mode) {
@@ -589,27 +669,19 @@ fn flood_loop(f: &Flood<'_>) -> Result<FloodCounts> {
                     let i = (t - f.win_start).as_nanos() / SLOT.as_nanos();
                     r.slots[(i as usize).min(f.slots - 1)] += 1;
                 }
-                // Turn-aways are what a flood expects: said only with -v.
-                let msg = describe("connect", &e);
-                if f.verbose || (!turned_away && said.len() < 3 && !said.contains(&msg)) {
-                    eprintln!("{PROG}: {msg}");
-                    said.push(msg);
+                // Turn-aways are what a flood expects: said only with -v (and formatted only when
+                // said: the loop must cost the same whatever the errors).
+                if f.verbose || (!turned_away && said.len() < 3) {
+                    let msg = describe("connect", &e);
+                    if f.verbose || !said.contains(&msg) {
+                        eprintln!("{PROG}: {msg}");
+                        said.push(msg);
+                    }
                 }
             }
         }
     }
     Ok(r)
-}
-
-/// Sleeps until `t`, or until `stop` is set.
-fn sleep_until(t: Instant, stop: &AtomicBool) {
-    loop {
-        let now = Instant::now();
-        if now >= t || stop.load(Ordering::Relaxed) {
-            return;
-        }
-        thread::sleep((t - now).min(Duration::from_millis(50)));
-    }
 }
 
 /// The `cpu` line of `/proc/stat`: user, nice, system, idle, iowait, irq, softirq, steal
@@ -644,8 +716,10 @@ fn run_flood_client(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()
         slots: (duration.as_nanos().div_ceil(SLOT.as_nanos()) as usize).max(1),
         verbose: common.verbose,
         stop: AtomicBool::new(false),
+        start_sample: OnceLock::new(),
+        end_sample: OnceLock::new(),
     };
-    let (results, cpu, stat) = thread::scope(|s| {
+    let results = thread::scope(|s| {
         let mut handles = Vec::new();
         let mut spawn_error = None;
         for i in 0..o.threads {
@@ -661,12 +735,6 @@ fn run_flood_client(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()
                 }
             }
         }
-        sleep_until(f.win_start, &f.stop);
-        let cpu0 = process_cpu_time();
-        let stat0 = proc_stat_cpu();
-        sleep_until(f.win_end, &f.stop);
-        let cpu1 = process_cpu_time();
-        let stat1 = proc_stat_cpu();
         let mut results: Vec<Result<FloodCounts>> = handles
             .into_iter()
             .map(|h| {
@@ -677,11 +745,7 @@ fn run_flood_client(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()
         if let Some(e) = spawn_error {
             results.push(Err(e).context(|| "start a flood thread".to_string()));
         }
-        (
-            results,
-            cpu0.and_then(|a| cpu1.map(|b| (a, b))),
-            (stat0, stat1),
-        )
+        results
     });
     let mut win = Counts::default();
     let mut warm = Counts::default();
@@ -698,8 +762,7 @@ fn run_flood_client(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()
     }
     let secs = secs_f(duration);
     let busy_slots = slots.iter().filter(|&&n| n > 0).count() as u64;
-    let ((user0, sys0), (user1, sys1)) = cpu.context(|| "getrusage".to_string())?;
-    let (user, sys) = (secs_f(user1 - user0), secs_f(sys1 - sys0));
+    let (s0, s1) = (f.start_sample.get(), f.end_sample.get());
     let rate = |n: u64| n as f64 / secs;
     if o.json {
         let mut obj = json::Object::new()
@@ -729,10 +792,16 @@ fn run_flood_client(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()
             .int("slots_turning_away", busy_slots)
             .int("warmup_attempts", warm.attempts)
             .int("warmup_connections", warm.ok)
-            .int("warmup_turned_away", warm.turned_away())
-            .num("cpu_user_s", user)
-            .num("cpu_sys_s", sys);
-        if let (Some(a), Some(b)) = stat {
+            .int("warmup_turned_away", warm.turned_away());
+        if let (Some(s0), Some(s1)) = (s0, s1) {
+            obj = obj.num("cpu_window_s", secs_f(s1.at - s0.at));
+            if let (Some((u0, y0)), Some((u1, y1))) = (s0.cpu, s1.cpu) {
+                obj = obj
+                    .num("cpu_user_s", secs_f(u1.saturating_sub(u0)))
+                    .num("cpu_sys_s", secs_f(y1.saturating_sub(y0)));
+            }
+        }
+        if let (Some(a), Some(b)) = (s0.and_then(|x| x.stat), s1.and_then(|x| x.stat)) {
             let hz = clock_ticks_per_sec() as f64;
             let d = |i: usize| b[i].saturating_sub(a[i]) as f64 / hz;
             obj = obj
@@ -745,7 +814,7 @@ fn run_flood_client(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()
         println!("{}", obj.finish());
     } else {
         println!(
-            "{PROG}: flood {target}, {} thread(s), {secs:.3} s after {:.3} s: {} attempts ({:.1}/s), {} connections ({:.1}/s), {} turned away ({:.1}/s: refused={} reset={}), timedout={} errors={} send errors={}; turned away in {busy_slots} of {} slots of {} ms; CPU user {user:.3} s sys {sys:.3} s",
+            "{PROG}: flood {target}, {} thread(s), {secs:.3} s after {:.3} s: {} attempts ({:.1}/s), {} connections ({:.1}/s), {} turned away ({:.1}/s: refused={} reset={}), timedout={} errors={} send errors={}; turned away in {busy_slots} of {} slots of {} ms",
             o.threads,
             secs_f(o.warmup),
             win.attempts,
