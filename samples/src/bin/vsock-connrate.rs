@@ -51,8 +51,9 @@ threads; it floods --warmup seconds uncounted, then counts --duration seconds:
 attempts, connections and the attempts turned away (refused: ECONNREFUSED,
 reset: ECONNRESET, as AF_VSOCK answers a full listener), and in how many
 100 ms slots of the window some attempt was turned away.  The server waits
---accept-delay seconds before its first accept (so the clients fill the accept
-queue), then runs a single-threaded loop for --duration seconds: accept, read
+--accept-delay seconds before its first accept (default 0; the clients fill the
+accept queue meanwhile), accepts uncounted for --warmup seconds, then runs its
+single-threaded loop for --duration seconds: accept, read
 --send bytes, --work-us of CPU work, close; it reports the accepts per second and how often the accept
 queue was found empty (accept_waits: 0 means the loop never caught up with the
 clients), then accepts uncounted until no connection came for 1 s.  Both report
@@ -72,7 +73,8 @@ Options:
   --flood              client: connect flood (see above); server: timed accept
                        loop for the flood
   --threads N          --flood client: concurrent connect loops (default 1)
-  --warmup SECS        --flood client: flood this long before counting (default 0)
+  --warmup SECS        --flood: client: flood, server: accept, this long before
+                       counting (default 0)
   --send BYTES         --flood: bytes per connection, sent by the client and read
                        by the server (default 4; 0: none)
   --accept-delay SECS  --flood server: wait this long before the first accept
@@ -95,7 +97,8 @@ Examples:
   vsock-connrate --server &
   vsock-connrate --duration 5 --json
   vsock-connrate --server --tcp 127.0.0.1:5003 &  vsock-connrate --tcp 127.0.0.1:5003
-  vsock-connrate --server --flood --backlog 128 --accept-delay 0.5 --duration 3 --json &
+  vsock-connrate --server --flood --backlog 128 --warmup 0.5 --duration 3 \\
+      --work-us 100 --nap 1ms --json &
   vsock-connrate --flood --threads 2 --warmup 0.5 --duration 3 --json
 "
 );
@@ -353,6 +356,46 @@ fn secs_f(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// The `--flood` server's accept loop.
+struct FloodLoop<'a> {
+    listener: &'a Listener,
+    common: &'a CommonOpts,
+    nap: Option<Duration>,
+    work_rounds: u64,
+}
+
+impl FloodLoop<'_> {
+    /// Until `end`: accept, read the payload, work, close.  An empty queue counts as a wait,
+    /// spent napping (`--nap`) or in poll(2).
+    fn serve(&self, end: Instant, c: &mut ServerCounts, buf: &mut [u8]) -> Result<()> {
+        let (l, v) = (self.listener, self.common.verbose);
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            let conn = match accept_once(l, Some(Duration::ZERO), &mut c.accept_errors, v)? {
+                Accepted::Conn(conn, _) => conn,
+                Accepted::Transient => continue,
+                Accepted::Empty => {
+                    c.waits += 1;
+                    if let Some(nap) = self.nap {
+                        thread::sleep(nap.min(end - now));
+                        continue;
+                    }
+                    match accept_once(l, Some(end - now), &mut c.accept_errors, v)? {
+                        Accepted::Conn(conn, _) => conn,
+                        Accepted::Empty | Accepted::Transient => continue,
+                    }
+                }
+            };
+            c.accepted += 1;
+            take_payload(conn, buf, self.common.timeout, c);
+            spin(self.work_rounds);
+        }
+    }
+}
+
 /// `--server --flood`: a single-threaded accept loop for a connect flood, timed.
 fn run_flood_server(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()> {
     // Timed while nothing else runs: before the clients can start.
@@ -362,36 +405,19 @@ fn run_flood_server(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()
     let duration = o.duration.unwrap_or(DEFAULT_DURATION);
     // The clients start meanwhile and fill the accept queue.
     thread::sleep(o.accept_delay);
-    let mut c = ServerCounts::default();
     let mut buf = vec![0u8; o.send];
+    let mut warm = ServerCounts::default();
+    let l = FloodLoop {
+        listener: &listener,
+        common,
+        nap: o.nap,
+        work_rounds,
+    };
+    l.serve(Instant::now() + o.warmup, &mut warm, &mut buf)?;
+    let mut c = ServerCounts::default();
     let (user0, sys0) = process_cpu_time().context(|| "getrusage".to_string())?;
     let start = Instant::now();
-    let end = start + duration;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        let v = common.verbose;
-        let conn = match accept_once(&listener, Some(Duration::ZERO), &mut c.accept_errors, v)? {
-            Accepted::Conn(conn, _) => conn,
-            Accepted::Transient => continue,
-            Accepted::Empty => {
-                c.waits += 1;
-                if let Some(nap) = o.nap {
-                    thread::sleep(nap.min(end - now));
-                    continue;
-                }
-                match accept_once(&listener, Some(end - now), &mut c.accept_errors, v)? {
-                    Accepted::Conn(conn, _) => conn,
-                    Accepted::Empty | Accepted::Transient => continue,
-                }
-            }
-        };
-        c.accepted += 1;
-        take_payload(conn, &mut buf, common.timeout, &mut c);
-        spin(work_rounds);
-    }
+    l.serve(start + duration, &mut c, &mut buf)?;
     let window = start.elapsed();
     let (user1, sys1) = process_cpu_time().context(|| "getrusage".to_string())?;
     // Uncounted, until the clients are gone: they see the same listener to the end.
@@ -429,6 +455,8 @@ fn run_flood_server(target: &Target, common: &CommonOpts, o: &Opts) -> Result<()
             .str("address", &listener.local_name())
             .int("backlog", o.backlog.into())
             .num("accept_delay_s", secs_f(o.accept_delay))
+            .num("warmup_s", secs_f(o.warmup))
+            .int("warmup_accepted", warm.accepted)
             .int("send_bytes", o.send as u64)
             .int("work_us", o.work_us)
             .int("work_rounds", work_rounds)

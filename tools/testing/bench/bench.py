@@ -507,10 +507,10 @@ def make_table(meta, summary, rat, failures, raw=()):
     if flood:
         w("")
         w("Connect flood per round (%s client thread(s), backlog %s, server work %s us per"
-          " connection, %s guest s after %s s of warm-up)." % (
+          " connection, first accept after %s s, %s guest s after %s s of warm-up)." % (
               meta.get("connflood_threads"), meta.get("connflood_backlog"),
-              meta.get("connflood_work_us"), meta.get("connflood_duration"),
-              meta.get("connflood_warmup")))
+              meta.get("connflood_work_us"), meta.get("connflood_accept_delay", 0),
+              meta.get("connflood_duration"), meta.get("connflood_warmup")))
         w("Overloaded: the clients were turned away in every 100 ms slot and the accept loop found"
           " its queue empty")
         w("(accept waits, 1 ms naps) for at most 1 % of its accepts; the target row counts those"
@@ -640,6 +640,10 @@ def main():
                          "counting starts (default 0.5)")
     ap.add_argument("--connflood-threads", type=int, default=2,
                     help="connect loops of the flood's client (default 2)")
+    ap.add_argument("--connflood-accept-delay", type=float, default=0.0,
+                    help="guest seconds the flood's server waits before its first accept "
+                         "(default 0; with 0.5, a listener full for the whole warm-up, both "
+                         "stacks at times refused everything afterwards)")
     ap.add_argument("--connflood-work-us", type=int, default=100,
                     help="the flood's server: us of CPU work per connection, so that it is "
                          "slower than the flood (default 100)")
@@ -667,7 +671,7 @@ def main():
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     if (args.connflood_threads < 1 or args.connflood_duration <= 0 or args.connflood_warmup < 0
-            or args.connflood_work_us < 0):
+            or args.connflood_work_us < 0 or args.connflood_accept_delay < 0):
         ap.error("--connflood-threads and --connflood-duration must be positive, "
                  "--connflood-warmup and --connflood-work-us not negative")
     if args.report:
@@ -725,6 +729,7 @@ def main():
         "connflood_warmup": args.connflood_warmup,
         "connflood_threads": args.connflood_threads,
         "connflood_work_us": args.connflood_work_us,
+        "connflood_accept_delay": args.connflood_accept_delay,
         "connflood_backlog": 128,
         "connflood_nap_s": 0.001,
         "pairs": args.pairs,
@@ -775,6 +780,7 @@ def main():
         "connflood_warmup": args.connflood_warmup,
         "connflood_threads": args.connflood_threads,
         "connflood_work_us": args.connflood_work_us,
+        "connflood_accept_delay": args.connflood_accept_delay,
         "connflood_backlog": 128,
         "pairs": args.pairs,
         "host_cpu": host_cpu(),
@@ -797,11 +803,12 @@ NOTES = [
     "connflood: the server naps 1 ms when its accept queue is empty instead of waiting in "
     "poll(2) (under icount a server asleep in poll was at times not woken during the whole "
     "flood, in both stacks).  The server's figures (accept_per_s, accept_waits, server_cpu_*) "
-    "cover its window, from --connflood-warmup after it listens; the clients' (refused = "
-    "ECONNRESET + ECONNREFUSED on connect, attempts, busy_us_per_attempt from /proc/stat) "
-    "theirs, from the same warm-up after they start (a few ms later).  other_cpu_s = all CPUs "
-    "busy minus the server and clients: kernel threads (the transport's worker) and "
-    "interrupts.  CPU times are the kernel's tick-sampled accounting: rough under icount.",
+    "cover its window, from --connflood-warmup after its accept delay; the clients' "
+    "(refused = ECONNRESET + ECONNREFUSED on connect, attempts, busy_us_per_attempt from "
+    "/proc/stat) theirs, from the same warm-up after they start (a few ms later).  "
+    "other_cpu_s = all CPUs busy minus the server and clients: kernel threads (the "
+    "transport's worker) and interrupts.  CPU times are the kernel's tick-sampled "
+    "accounting: rough under icount.",
     "settle_guest_s: after each benchmark, the guest seconds until the stack's module use "
     "counts were back to idle (closed sockets linger until the peer's reset or a timeout).",
 ]

@@ -371,9 +371,10 @@ def bench_connrate(ctx, kind):
 def bench_connflood(ctx, kind):
     """A connect flood against a full listener: vsock-connrate --flood on both sides.
 
-    The server listens (backlog from the plan) and waits the warm-up before its first accept,
-    so the clients, started at once, fill its accept queue; it then spends the plan's work (us
-    of CPU) on each connection, to stay slower than the flood.  When its queue is empty it
+    The server listens (backlog from the plan) and accepts from the start (or after the plan's
+    accept delay), spending the plan's work (us of CPU) on each connection, so that it is
+    slower than the clients, started at once, and its queue fills; both sides count after the
+    same warm-up.  When its queue is empty it
     naps (1 ms) instead of waiting in poll(2): under icount a server asleep in poll was at
     times not woken for the whole flood, in both stacks, which measured the wake-up, not the
     flood.  Both count over the same duration (the server's window starts a little earlier:
@@ -386,7 +387,8 @@ def bench_connflood(ctx, kind):
     targs = transport_args(kind, port, "connflood")
     bound = int(w + d + 120)
     srv = Proc(ctx + "-server", [sample("vsock-connrate"), "--server", "--flood", "--backlog",
-                                 str(PLAN["connflood_backlog"]), "--accept-delay", str(w),
+                                 str(PLAN["connflood_backlog"]), "--accept-delay",
+                                 str(PLAN["connflood_accept_delay"]), "--warmup", str(w),
                                  "--duration", str(d), "--work-us",
                                  str(PLAN["connflood_work_us"]), "--nap",
                                  str(PLAN["connflood_nap_s"]), "--json", "--deadline",
