@@ -5,7 +5,8 @@
 //! This is the only module of the crate with `unsafe` code.  Besides the AF_VSOCK types
 //! ([`VsockAddr`], [`VsockStream`], [`VsockListener`]) it holds the few other libc calls the
 //! tools need and std does not offer: `poll(2)` with a timeout, an AF_UNIX connect bounded by
-//! `SO_SNDTIMEO`, and raising `RLIMIT_NOFILE`.
+//! `SO_SNDTIMEO`, raising `RLIMIT_NOFILE`, and the process's CPU time and the clock tick rate
+//! (for the connect-flood figures).
 //!
 //! Every socket is created with `SOCK_CLOEXEC`; sends use `MSG_NOSIGNAL`.
 
@@ -844,6 +845,30 @@ pub fn raise_nofile_limit(needed: u64) -> io::Result<u64> {
     Ok(rl.rlim_cur)
 }
 
+/// The CPU time this process has used so far, all its threads together
+/// (`getrusage(RUSAGE_SELF)`): `(user, system)`.
+pub fn process_cpu_time() -> io::Result<(Duration, Duration)> {
+    // SAFETY: all-zero bytes are a valid rusage (integers and timevals).
+    let mut ru: libc::rusage = unsafe { mem::zeroed() };
+    // SAFETY: `ru` is a live rusage the kernel fills in.
+    cvt(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) })?;
+    let d = |tv: libc::timeval| {
+        Duration::new(tv.tv_sec.max(0) as u64, 0) + Duration::from_micros(tv.tv_usec.max(0) as u64)
+    };
+    Ok((d(ru.ru_utime), d(ru.ru_stime)))
+}
+
+/// The unit of the times in `/proc/stat` (`sysconf(_SC_CLK_TCK)`, `USER_HZ`), per second.
+pub fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf takes an integer and touches no memory of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if n > 0 {
+        n as u64
+    } else {
+        100
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -892,6 +917,19 @@ mod tests {
         let t = Instant::now();
         assert!(!wait_readable(a.as_fd(), Some(Duration::from_millis(20))).unwrap());
         assert!(t.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn cpu_time_grows() {
+        let (u0, s0) = process_cpu_time().unwrap();
+        let t = Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(50) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let (u1, s1) = process_cpu_time().unwrap();
+        assert!(u1 + s1 > u0 + s0, "{x}");
+        assert!(clock_ticks_per_sec() >= 1);
     }
 
     #[test]

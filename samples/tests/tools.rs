@@ -321,6 +321,75 @@ fn connrate_counts_refused() {
 }
 
 #[test]
+fn connrate_flood_unix() {
+    // A small backlog that the two client loops fill during the server's accept delay; a full
+    // AF_UNIX backlog makes connect wait, so the short --timeout turns those into timeouts.
+    let s = start_server(
+        "vsock-connrate",
+        &[
+            "--server",
+            "--flood",
+            "--backlog",
+            "4",
+            "--accept-delay",
+            "0.2",
+            "--duration",
+            "0.5",
+            "--work-us",
+            "10",
+            "--nap",
+            "1ms",
+            "--json",
+        ],
+        true,
+    );
+    let out = ok(&run(
+        "vsock-connrate",
+        &[
+            "--flood",
+            "--threads",
+            "2",
+            "--warmup",
+            "0.2",
+            "--duration",
+            "0.5",
+            "--timeout",
+            "20ms",
+            "--json",
+        ],
+        &s.addr,
+    ));
+    let n = |k: &str| json_num(&out, k);
+    assert!(n("connections") > 0.0, "{out}");
+    assert_eq!(
+        n("attempts"),
+        n("connections") + n("refused") + n("reset") + n("timedout") + n("errors"),
+        "{out}"
+    );
+    assert_eq!(n("slots"), 5.0, "{out}");
+    assert_eq!(n("threads"), 2.0, "{out}");
+    let rest = s.finish();
+    assert!(json_num(&rest, "accepted") > 0.0, "{rest}");
+    assert_eq!(json_num(&rest, "short_reads"), 0.0, "{rest}");
+    assert_eq!(json_num(&rest, "read_errors"), 0.0, "{rest}");
+    assert_eq!(json_num(&rest, "work_us"), 10.0, "{rest}");
+    assert!(json_num(&rest, "work_rounds") > 0.0, "{rest}");
+}
+
+#[test]
+fn connrate_flood_usage() {
+    for args in [
+        &["--flood", "--count", "5"][..],
+        &["--flood", "--wait-close"][..],
+        &["--flood", "--threads", "0"][..],
+        &["--threads", "2"][..],
+    ] {
+        let out = run("vsock-connrate", args, &["--tcp".into(), "1".into()]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
 fn pairs_tcp_and_unix() {
     let out = ok(&run(
         "vsock-pairs",

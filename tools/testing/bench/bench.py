@@ -303,11 +303,23 @@ ROWS = [
     ("pingpong_4K", "p99_us", "us", False, "4 KiB, p99", None),
     ("Connection rate: vsock-connrate --wait-close (connect + accept + close)", None),
     ("connrate", "conn_per_s", "conn/s", True, "single-threaded", 1.0),
+    ("Connect flood against a full listener: vsock-connrate --flood (connect, send 4 B, close;"
+     " one accept loop)", None),
+    ("connflood", "accept_per_s_overloaded", "conn/s", True, "accepted, overloaded", 1.0),
+    ("connflood", "accept_per_s", "conn/s", True, "accepted, all rounds", None),
+    ("connflood", "refused", "count", False, "refused+reset (clients)", None),
+    ("connflood", "attempts_per_s", "conn/s", True, "attempts (clients)", None),
+    ("connflood", "server_cpu_us_per_accept", "us", False, "server CPU/accept, with work", None),
     ("Kernel memory per idle connected pair (vsock-pairs)", None),
     ("pairs", "slab_bytes_per_pair", "bytes", False, "Slab (/proc/meminfo)", 1.0),
     ("pairs", "objs_bytes_per_pair", "bytes", False, "slab objects, all caches", None),
     ("pairs", "af_vsock_bytes_per_pair", "bytes", False, "AF_VSOCK cache", None),
 ]
+
+
+# Rows whose target is judged on the ratio of the minima over the rounds (the issue asks for
+# the minimum), not of the medians.
+TARGET_ON_MIN = {"connflood.accept_per_s_overloaded"}
 
 
 # Kernel messages that mean something went wrong in the guest kernel during the run.
@@ -398,17 +410,22 @@ def ratios(summary, base="C", other="rvsock"):
                      for cr, cv in zip(c["rounds"], c["values"]) if rr == cr and cv]
         ratio = r["median"] / c["median"]
         res = {"ratio": ratio, "round_ratios": per_round, "higher_is_better": higher}
+        if c["min"]:
+            res["min_ratio"] = r["min"] / c["min"]
+        key = "%s.%s" % (b, k)
         if target is not None:
             res["target"] = target
-            res["met"] = ratio >= target if higher else ratio <= target
-        out["%s.%s" % (b, k)] = res
+            judged = res.get("min_ratio") if key in TARGET_ON_MIN else ratio
+            res["target_on"] = "min" if key in TARGET_ON_MIN else "median"
+            res["met"] = judged is not None and (judged >= target if higher else judged <= target)
+        out[key] = res
     return out
 
 
 def fmt(v, unit):
     if v is None:
         return "-"
-    if unit == "bytes" or unit == "conn/s":
+    if unit in ("bytes", "conn/s", "count"):
         return "%.0f" % v
     if abs(v) >= 100:
         return "%.1f" % v
@@ -421,7 +438,17 @@ def cell(s, unit):
     return "%s [%s..%s]" % (fmt(s["median"], unit), fmt(s["min"], unit), fmt(s["max"], unit))
 
 
-def make_table(meta, summary, rat, failures):
+def connflood_rounds(raw):
+    """The connect flood's figures per round and stack, in run order."""
+    out = []
+    for r in raw:
+        v = r.get("values") or {}
+        if r.get("ok") and r.get("bench") == "connflood":
+            out.append(dict(v, round=r["round"], stack=r["stack"]))
+    return out
+
+
+def make_table(meta, summary, rat, failures, raw=()):
     L = []
     w = L.append
     w("rvsock vs the upstream C vsock stack, loopback (CID 1): %d interleaved rounds in one boot"
@@ -468,10 +495,38 @@ def make_table(meta, summary, rat, failures):
         ttxt = ""
         if target is not None:
             ttxt = "%s%.2fx" % (">=" if higher else "<=", target)
-            if ra:
+            if ra and ra.get("target_on") == "min":
+                ttxt += " of the minima (%s)  %s" % (
+                    "%.2fx" % ra["min_ratio"] if "min_ratio" in ra else "-",
+                    "met" if ra["met"] else "MISSED")
+            elif ra:
                 ttxt += "  " + ("met" if ra["met"] else "MISSED")
         w("  %-34s %-24s %-24s %-20s %s" % ("%s (%s)" % (label, unit), cell(c, unit),
                                             cell(r, unit), rtxt, ttxt))
+    flood = connflood_rounds(raw)
+    if flood:
+        w("")
+        w("Connect flood per round (%s client thread(s), backlog %s, server work %s us per"
+          " connection, first accept after %s s, %s guest s after %s s of warm-up)." % (
+              meta.get("connflood_threads"), meta.get("connflood_backlog"),
+              meta.get("connflood_work_us"), meta.get("connflood_accept_delay", 0),
+              meta.get("connflood_duration"), meta.get("connflood_warmup")))
+        w("Overloaded: the clients were turned away in every 100 ms slot and the accept loop found"
+          " its queue empty")
+        w("(accept waits, 1 ms naps) for at most 1 % of its accepts; the target row counts those"
+          " rounds only.")
+        w("  %-6s %-7s %-10s %-12s %-11s %-12s %-12s %s" % (
+            "round", "stack", "overloaded", "accepted/s", "turned away", "attempts/s",
+            "srv CPU/acc", "accept waits"))
+        for x in flood:
+            w("  %-6s %-7s %-10s %-12.0f %-11d %-12.0f %-12s %d" % (
+                x["round"], x["stack"], "yes" if x["overloaded"] else "NO", x["accept_per_s"],
+                x["refused"], x["attempts_per_s"], "%.1f us" % x["server_cpu_us_per_accept"],
+                x["accept_waits"]))
+        not_over = [x for x in flood if not x["overloaded"]]
+        if not_over:
+            w("  NOT OVERLOADED in %d run(s): left out of the target row (another regime than"
+              " the issue's)." % len(not_over))
     refs = [k for k in ("tcp", "unix") if k in summary]
     if refs:
         w("")
@@ -578,6 +633,20 @@ def main():
     ap.add_argument("--warmup", type=int, default=1000, help="untimed round trips first")
     ap.add_argument("--connrate-duration", type=float, default=5.0,
                     help="guest seconds per connection-rate run (default 5)")
+    ap.add_argument("--connflood-duration", type=float, default=3.0,
+                    help="guest seconds counted per connect-flood run (default 3)")
+    ap.add_argument("--connflood-warmup", type=float, default=0.5,
+                    help="guest seconds the flood runs before the server accepts and the "
+                         "counting starts (default 0.5)")
+    ap.add_argument("--connflood-threads", type=int, default=2,
+                    help="connect loops of the flood's client (default 2)")
+    ap.add_argument("--connflood-accept-delay", type=float, default=0.0,
+                    help="guest seconds the flood's server waits before its first accept "
+                         "(default 0; with 0.5, a listener full for the whole warm-up, both "
+                         "stacks at times refused everything afterwards)")
+    ap.add_argument("--connflood-work-us", type=int, default=100,
+                    help="the flood's server: us of CPU work per connection, so that it is "
+                         "slower than the flood (default 100)")
     ap.add_argument("--pairs", type=int, default=1000, help="connected pairs for the memory "
                                                              "figure (default 1000)")
     ap.add_argument("--no-references", action="store_true",
@@ -585,7 +654,7 @@ def main():
     ap.add_argument("--only", action="append", metavar="REGEX",
                     help="run only benchmarks whose name matches (repeatable): perf_4K, "
                          "perf_64K, perf_1M, stream4_64K, stream1_64K, pingpong_64, "
-                         "pingpong_4K, connrate, pairs")
+                         "pingpong_4K, connrate, connflood, pairs")
     ap.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
     ap.add_argument("--memory", default="2G", help="guest memory (default 2G)")
     ap.add_argument("--vm-timeout", type=int, default=None,
@@ -601,6 +670,10 @@ def main():
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    if (args.connflood_threads < 1 or args.connflood_duration <= 0 or args.connflood_warmup < 0
+            or args.connflood_work_us < 0 or args.connflood_accept_delay < 0):
+        ap.error("--connflood-threads and --connflood-duration must be positive, "
+                 "--connflood-warmup and --connflood-work-us not negative")
     if args.report:
         return report_again(args.report, not args.no_install)
 
@@ -652,6 +725,13 @@ def main():
         "iterations": args.iterations,
         "warmup": args.warmup,
         "connrate_duration": args.connrate_duration,
+        "connflood_duration": args.connflood_duration,
+        "connflood_warmup": args.connflood_warmup,
+        "connflood_threads": args.connflood_threads,
+        "connflood_work_us": args.connflood_work_us,
+        "connflood_accept_delay": args.connflood_accept_delay,
+        "connflood_backlog": 128,
+        "connflood_nap_s": 0.001,
         "pairs": args.pairs,
         "only": args.only,
         "vsock_perf": os.path.join(kdir, "vsock", "vsock_perf"),
@@ -666,7 +746,9 @@ def main():
         transfers = 2 * 5 + 2 * (0 if args.no_references else 1)
         gib = args.bytes / float(1 << 30)
         per_round = (transfers * max(gib, 0.1) * 60 + 6 * (args.iterations + args.warmup) /
-                     10000 * 60 + 2 * (args.connrate_duration * 10 + 60) + 2 * 120 + 60)
+                     10000 * 60 + 2 * (args.connrate_duration * 10 + 60) +
+                     2 * ((args.connflood_duration + args.connflood_warmup) * 20 + 90) +
+                     2 * 120 + 60)
         args.vm_timeout = int(600 + args.rounds * per_round)
 
     rc, vm_secs, kvm, marks = run_vm(args, kdir, plan_path, outdir)
@@ -694,6 +776,12 @@ def main():
         "iterations": args.iterations,
         "warmup": args.warmup,
         "connrate_duration": args.connrate_duration,
+        "connflood_duration": args.connflood_duration,
+        "connflood_warmup": args.connflood_warmup,
+        "connflood_threads": args.connflood_threads,
+        "connflood_work_us": args.connflood_work_us,
+        "connflood_accept_delay": args.connflood_accept_delay,
+        "connflood_backlog": 128,
         "pairs": args.pairs,
         "host_cpu": host_cpu(),
         "vm_wall_s": round(vm_secs, 1),
@@ -712,6 +800,15 @@ NOTES = [
     "memory: deltas of /proc/meminfo and /proc/slabinfo (active objects x object size) while "
     "vsock-pairs holds the pairs, divided by the pair count; a pair is two connected sockets "
     "(plus their files), the listener is shared.",
+    "connflood: the server naps 1 ms when its accept queue is empty instead of waiting in "
+    "poll(2) (under icount a server asleep in poll was at times not woken during the whole "
+    "flood, in both stacks).  The server's figures (accept_per_s, accept_waits, server_cpu_*) "
+    "cover its window, from --connflood-warmup after its accept delay; the clients' "
+    "(refused = ECONNRESET + ECONNREFUSED on connect, attempts, busy_us_per_attempt from "
+    "/proc/stat) theirs, from the same warm-up after they start (a few ms later).  "
+    "other_cpu_s = all CPUs busy minus the server and clients: kernel threads (the "
+    "transport's worker) and interrupts.  CPU times are the kernel's tick-sampled "
+    "accounting: rough under icount.",
     "settle_guest_s: after each benchmark, the guest seconds until the stack's module use "
     "counts were back to idle (closed sockets linger until the peer's reset or a timeout).",
 ]
@@ -736,7 +833,7 @@ def report(outdir, meta, plan, timings, allow_install):
     })
     results = {"meta": meta, "plan": plan, "guest_environment": env, "raw": recs,
                "summary": summary, "ratios": rat, "host_timings": timings}
-    table = make_table(meta, summary, rat, failures)
+    table = make_table(meta, summary, rat, failures, recs)
     with open(os.path.join(outdir, "table.txt"), "w") as f:
         f.write(table)
     logdir = os.path.join(outdir, "logs")

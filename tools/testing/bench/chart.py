@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""chart.png of `make bench`: throughput, latency, connection rate and memory per stack.
+"""chart.png of `make bench`: throughput, latency, connection rate (and accepts under a
+connect flood) and memory per stack.
 
 Usage: chart.py [--plain] CHART-DATA.json OUT.png
 
@@ -28,7 +29,8 @@ PANELS = [
         ("64 B median", "pingpong_64", "median_us"), ("64 B p99", "pingpong_64", "p99_us"),
         ("4K median", "pingpong_4K", "median_us"), ("4K p99", "pingpong_4K", "p99_us")]),
     ("Connection rate (higher is better)", "conn/s", [
-        ("connect+accept+close", "connrate", "conn_per_s")]),
+        ("connect+accept+close", "connrate", "conn_per_s"),
+        ("flood: accepted by a full listener", "connflood", "accept_per_s_overloaded")]),
     ("Kernel memory per idle pair (lower is better)", "bytes", [
         ("Slab", "pairs", "slab_bytes_per_pair"), ("slab objects", "pairs", "objs_bytes_per_pair"),
         ("AF_VSOCK cache", "pairs", "af_vsock_bytes_per_pair")]),
