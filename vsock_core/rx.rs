@@ -267,13 +267,12 @@ pub(crate) fn backlog_rcv(g: &mut Guard<'_>, skb: SkBuff) {
     if cb.flags & pkt::REQUEST_COUNTED != 0 {
         sub_pending(g.sock());
     }
+    // A reset marker, or a packet; a packet whose transport went away meanwhile is dropped (the
+    // transport's sockets are being reset).  A backlog overflow after either is handled below.
     if cb.flags & pkt::TRANSPORT_RESET != 0 {
         crate::lifecycle::reset_for_transport(core, g, cb.transport, Gfp::Kernel);
         crate::lifecycle::cancel_pkt(g);
-        return;
-    }
-    // A transport that went away meanwhile: its sockets are being reset.
-    if let (Some(hdr), Some(t)) = (skb.hdr(), core.registry.by_id(cb.transport)) {
+    } else if let (Some(hdr), Some(t)) = (skb.hdr(), core.registry.by_id(cb.transport)) {
         if let Some(_entered) = t.ops.enter() {
             process(core, g, &t, Some(skb), &hdr, &mut out);
             if cb.flags & pkt::CREDIT_REQUEST != 0 {
