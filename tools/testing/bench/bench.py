@@ -511,6 +511,9 @@ def make_table(meta, summary, rat, failures, raw=()):
               meta.get("connflood_threads"), meta.get("connflood_backlog"),
               meta.get("connflood_work_us"), meta.get("connflood_accept_delay", 0),
               meta.get("connflood_duration"), meta.get("connflood_warmup")))
+        w("CPUs: " + ("the server on CPU 0, the clients on CPU 1 (--connflood-pin split)."
+                      if meta.get("connflood_pin") else
+                      "wherever the scheduler put them (--connflood-pin none)."))
         w("Overloaded: the clients were turned away in every 100 ms slot and the accept loop found"
           " its queue empty")
         w("(accept waits, 1 ms naps) for at most 1 % of its accepts; the target row counts those"
@@ -647,6 +650,11 @@ def main():
     ap.add_argument("--connflood-work-us", type=int, default=100,
                     help="the flood's server: us of CPU work per connection, so that it is "
                          "slower than the flood (default 100)")
+    ap.add_argument("--connflood-pin", choices=("split", "none"), default="none",
+                    help="none (default): the flood's threads wherever the scheduler puts "
+                         "them; split: the server on CPU 0, its clients on CPU 1 (a "
+                         "diagnostic: under icount the vCPUs take turns, so this does not "
+                         "give the server a CPU of its own)")
     ap.add_argument("--pairs", type=int, default=1000, help="connected pairs for the memory "
                                                              "figure (default 1000)")
     ap.add_argument("--no-references", action="store_true",
@@ -732,6 +740,7 @@ def main():
         "connflood_accept_delay": args.connflood_accept_delay,
         "connflood_backlog": 128,
         "connflood_nap_s": 0.001,
+        "connflood_pin": args.connflood_pin == "split" and args.cpus >= 2,
         "pairs": args.pairs,
         "only": args.only,
         "vsock_perf": os.path.join(kdir, "vsock", "vsock_perf"),
@@ -782,6 +791,7 @@ def main():
         "connflood_work_us": args.connflood_work_us,
         "connflood_accept_delay": args.connflood_accept_delay,
         "connflood_backlog": 128,
+        "connflood_pin": plan["connflood_pin"],
         "pairs": args.pairs,
         "host_cpu": host_cpu(),
         "vm_wall_s": round(vm_secs, 1),
