@@ -26,7 +26,7 @@ impl DiagDump for VsockDiag {
             if batch.reserve(BATCH, GFP_KERNEL).is_err() {
                 return;
             }
-            core.tables.lock().collect_from(cursor, &mut batch);
+            core.tables.collect_from(cursor, &mut batch);
             if batch.is_empty() {
                 return;
             }

@@ -72,7 +72,7 @@ pub(crate) fn hash_connected(core: &Core, g: &mut Guard<'_>, gfp: Gfp) -> bool {
     let st = g.state();
     let key = (st.remote.cid, st.remote.port, st.local.port);
     let me: VskRef = ARef::from(g.sock());
-    let r = core.tables.lock().insert_connected(key, me, node);
+    let r = core.tables.insert_connected(key, me, node);
     if r.is_ok() {
         g.state().connected = Some(key);
     }
@@ -84,7 +84,7 @@ pub(crate) fn unhash_connected(core: &Core, g: &mut Guard<'_>) {
     let Some(key) = g.state().connected.take() else {
         return;
     };
-    let old = core.tables.lock().remove_connected(&key);
+    let old = core.tables.remove_connected(&key);
     drop(old);
 }
 
@@ -97,9 +97,9 @@ pub(crate) fn remove_sock(core: &Core, g: &mut Guard<'_>) {
     let st = g.state();
     if st.dead {
         let old = match st.bound.take() {
-            Some(key) => core.tables.lock().unbind(&key),
+            Some(key) => core.tables.unbind(&key),
             // Never bound: it may be listed as unbound.
-            None => core.tables.lock().remove_unbound(g.sock()),
+            None => core.tables.remove_unbound(g.sock()),
         };
         drop(old);
     }
@@ -211,7 +211,7 @@ pub(crate) fn reset_for_transport(core: &Core, g: &mut Guard<'_>, id: u64, gfp: 
 pub(crate) fn reset_transport_sockets(core: &Core, t: &Arc<Transport>) -> usize {
     let mut total = 0;
     loop {
-        let want = core.tables.lock().count_transport(t.id);
+        let want = core.tables.count_transport(t.id);
         if want == 0 {
             return total;
         }
@@ -219,7 +219,7 @@ pub(crate) fn reset_transport_sockets(core: &Core, t: &Arc<Transport>) -> usize 
             return total;
         };
         let cap = socks.capacity();
-        core.tables.lock().collect_transport(t.id, &mut socks, cap);
+        core.tables.collect_transport(t.id, &mut socks, cap);
         if socks.is_empty() {
             return total;
         }

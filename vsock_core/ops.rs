@@ -48,14 +48,12 @@ fn bind_sk(core: &Core, g: &mut Guard<'_>, addr: VsockAddr) -> Result {
     }
     let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
     let me: VskRef = ARef::from(g.sock());
-    let (key, listed) = {
-        let mut tables = core.tables.lock();
-        let key = tables
-            .bind(VsockAddr::new(addr.cid, addr.port), me, node)
-            .map_err(err)?;
-        (key, tables.remove_unbound(g.sock()))
-    };
-    drop(listed);
+    let key = core
+        .tables
+        .bind(VsockAddr::new(addr.cid, addr.port), me, node)
+        .map_err(err)?;
+    // Listed as bound now (a `sock_diag` dump may meet it twice meanwhile, never not at all).
+    drop(core.tables.remove_unbound(g.sock()));
     let st = g.state();
     st.local = VsockAddr::new(key.1, key.0);
     st.bound = Some(key);
@@ -166,7 +164,7 @@ impl Family for VsockFamily {
         let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         let sk = alloc_sock(core, net, Some(sock), ty, Gfp::Kernel, kern, State::new(ty))?;
         // Listed as unbound for `sock_diag` until it is bound or released.
-        core.tables.lock().insert_unbound(sk.clone(), node);
+        core.tables.insert_unbound(sk.clone(), node);
         sock.set_flag(sys::SOCK_CUSTOM_SOCKOPT);
         Vsk::attach(sk);
         Ok(())

@@ -18,7 +18,6 @@
 #![deny(unsafe_code)]
 
 use kernel::prelude::*;
-use kernel::sync::SpinLock;
 
 #[allow(dead_code, unsafe_code)]
 #[path = "../rust/lib.rs"]
@@ -66,7 +65,7 @@ mod exports {
 pub(crate) struct Core {
     proto: Pin<KBox<ProtoReg<vsk::Shared>>>,
     #[pin]
-    tables: SpinLock<table::Tables>,
+    tables: table::Tables,
     #[pin]
     registry: registry::Registry,
     stream_ops: OpsTable,
@@ -98,7 +97,7 @@ impl kernel::Module for Rvsock {
         let core = KBox::pin_init(
             try_pin_init!(Core {
                 proto,
-                tables <- kernel::new_spinlock!(table::Tables::new(kx::random_u32()), "rvsock:tables"),
+                tables <- table::Tables::new(kx::random_u32()),
                 registry <- registry::Registry::new(),
                 stream_ops: OpsTable::new::<ops::Vsock>(AF_VSOCK as i32, module, true),
                 seqpacket_ops: OpsTable::new::<ops::Vsock>(AF_VSOCK as i32, module, false),

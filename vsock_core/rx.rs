@@ -64,13 +64,7 @@ fn deliver(core: &Core, t: &Arc<Transport>, mut skb: SkBuff, out: &mut Outbox) {
     }
     let src = VsockAddr::new(hdr.src_cid as u32, hdr.src_port);
     let dst = VsockAddr::new(hdr.dst_cid as u32, hdr.dst_port);
-    let sk = {
-        let mut tables = core.tables.lock();
-        tables
-            .find_connected(&src, dst.port)
-            .or_else(|| tables.find_bound(&dst))
-    };
-    let Some(sk) = sk else {
+    let Some(sk) = core.tables.lookup(&src, &dst) else {
         out.rst_nosock(t, &hdr, Gfp::Atomic);
         return;
     };

@@ -3,16 +3,26 @@
 //! The socket tables: bound sockets by local address, connected sockets by peer and local port.
 //!
 //! Linux keeps two hash tables of lists under one spinlock (`vsock_bind_table`,
-//! `vsock_connected_table`); rvsock keeps two ordered maps under one spinlock.  Each entry holds
-//! a reference to its socket.  A socket records the keys it was inserted under (in its locked
-//! state), so it removes exactly its own entries even if its addresses change meanwhile.
+//! `vsock_connected_table`).  rvsock splits them by local port into [`SHARDS`] shards, each
+//! with its own spinlock and ordered maps: everything a packet's lookup needs (the connected
+//! socket, the bound one) lies in the shard of the packet's destination port, and a connect
+//! flood against one listener (each refused client binds, is looked up and unbinds) takes the
+//! listener's shard once per attempt, instead of one global lock five times.  No code holds
+//! two shards at once.  Each entry holds a reference to its socket.  A socket records the keys
+//! it was inserted under (in its locked state), so it removes exactly its own entries even if
+//! its addresses change meanwhile.
 
 use crate::proto::addr::{VsockAddr, VMADDR_CID_ANY, VMADDR_PORT_ANY};
 use crate::proto::errno::Errno;
-use crate::proto::ports::{bound_matches, Ephemeral};
+use crate::proto::ports::{bound_matches, Ephemeral, MAX_PORT_RETRIES};
 use crate::vsk::VskRef;
+use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNodeReservation};
+use kernel::sync::SpinLock;
+
+/// How many shards the tables have (a power of two).
+pub(crate) const SHARDS: usize = 64;
 
 /// Key of the bind table: port, then CID, so that a port's entries are adjacent.
 pub(crate) type BindKey = (u32, u32);
@@ -26,30 +36,28 @@ pub(crate) type ConnNode = RBTreeNodeReservation<ConnKey, VskRef>;
 /// A node reserved for the list of unbound sockets.
 pub(crate) type UnboundNode = RBTreeNodeReservation<usize, VskRef>;
 
-/// Both tables, the unbound sockets and the ephemeral port counter.
-pub(crate) struct Tables {
+/// One shard: the sockets bound to, and connected at, the local ports of this shard, and the
+/// unbound sockets whose addresses hash here.
+struct Shard {
     bound: RBTree<BindKey, VskRef>,
     connected: RBTree<ConnKey, VskRef>,
     /// Sockets made by `socket()` and not bound yet, by address (Linux keeps them in
     /// `vsock_unbound_sockets`); only `sock_diag` walks them.  The entry's reference keeps the
     /// address from being reused while it is listed.
     unbound: RBTree<usize, VskRef>,
-    ports: Ephemeral,
 }
 
-impl Tables {
-    /// Empty tables; the ephemeral ports start at a random point above the reserved range.
-    pub(crate) fn new(seed: u32) -> Self {
-        Tables {
+impl Shard {
+    fn new() -> Self {
+        Shard {
             bound: RBTree::new(),
             connected: RBTree::new(),
             unbound: RBTree::new(),
-            ports: Ephemeral::new(seed),
         }
     }
 
     /// The socket bound to `addr` or to a matching wildcard (`__vsock_find_bound_socket`).
-    pub(crate) fn find_bound(&mut self, addr: &VsockAddr) -> Option<VskRef> {
+    fn find_bound(&mut self, addr: &VsockAddr) -> Option<VskRef> {
         if let Some(sk) = self.bound.get(&(addr.port, addr.cid)) {
             return Some(sk.clone());
         }
@@ -66,139 +74,203 @@ impl Tables {
         None
     }
 
-    fn port_in_use(&mut self, cid: u32, port: u32) -> bool {
-        self.find_bound(&VsockAddr::new(cid, port)).is_some()
+    /// Sockets of this shard that use transport `id`: bound ones, then connected ones.
+    fn of_transport(&self, id: u64) -> impl Iterator<Item = &VskRef> {
+        Iterator::chain(self.bound.values(), self.connected.values())
+            .filter(move |sk| sk.data().transport_id.load(Ordering::Acquire) == id)
+    }
+}
+
+/// The tables, in shards, and the ephemeral port counter.
+#[pin_data]
+pub(crate) struct Tables {
+    #[pin]
+    shards: [SpinLock<Shard>; SHARDS],
+    /// The state of a [`Ephemeral`] counter, shared by all shards.
+    ports: AtomicU32,
+}
+
+impl Tables {
+    /// Empty tables; the ephemeral ports start at a random point above the reserved range.
+    pub(crate) fn new(seed: u32) -> impl PinInit<Self> {
+        pin_init!(Tables {
+            shards <- kernel::init::pin_init_array_from_fn(|_| {
+                kernel::new_spinlock!(Shard::new(), "rvsock:tables")
+            }),
+            ports: AtomicU32::new(seed),
+        })
     }
 
-    /// Binds a socket to `addr` (port `VMADDR_PORT_ANY` picks an ephemeral one) and returns
-    /// the key it is bound under.  `EADDRINUSE` or `EADDRNOTAVAIL` when that fails; the node is
-    /// then freed.
+    fn shard(&self, port: u32) -> &SpinLock<Shard> {
+        &self.shards[port as usize % SHARDS]
+    }
+
+    fn shard_of(&self, sk: &crate::vsk::Vsk) -> &SpinLock<Shard> {
+        let key = unbound_key(sk);
+        // Socket objects are at least 64-byte aligned: the bits above pick the shard.
+        &self.shards[((key >> 6) ^ (key >> 16)) % SHARDS]
+    }
+
+    /// The socket a packet from `src` to `dst` is for: the connected socket of that peer at
+    /// `dst`'s port, else the socket bound to `dst` (`vsock_find_connected_socket`, then
+    /// `vsock_find_bound_socket`).
+    pub(crate) fn lookup(&self, src: &VsockAddr, dst: &VsockAddr) -> Option<VskRef> {
+        let mut shard = self.shard(dst.port).lock();
+        if let Some(sk) = shard.connected.get(&(src.cid, src.port, dst.port)) {
+            return Some(sk.clone());
+        }
+        shard.find_bound(dst)
+    }
+
+    /// The next candidate of the shared ephemeral port counter.
+    fn next_ephemeral(&self) -> u32 {
+        let mut old = self.ports.load(Ordering::Relaxed);
+        loop {
+            let mut e = Ephemeral::new(old);
+            let port = e.next_candidate();
+            match self.ports.compare_exchange_weak(
+                old,
+                e.state(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return port,
+                Err(now) => old = now,
+            }
+        }
+    }
+
+    /// Binds a socket to `addr` (port `VMADDR_PORT_ANY` picks an ephemeral one, as
+    /// [`Ephemeral::allocate`] does, each candidate checked and taken under its shard's lock)
+    /// and returns the key it is bound under.  `EADDRINUSE` or `EADDRNOTAVAIL` when that fails;
+    /// the node is then freed.
     pub(crate) fn bind(
-        &mut self,
+        &self,
         addr: VsockAddr,
         sk: VskRef,
         node: BindNode,
     ) -> core::result::Result<BindKey, Errno> {
-        let port = if addr.port == VMADDR_PORT_ANY {
-            let mut ports = self.ports;
-            let r = ports.allocate(|p| self.port_in_use(addr.cid, p));
-            self.ports = ports;
-            r?
+        let (tries, fixed) = if addr.port == VMADDR_PORT_ANY {
+            (MAX_PORT_RETRIES, None)
         } else {
-            if self.port_in_use(addr.cid, addr.port) {
-                return Err(Errno::EADDRINUSE);
-            }
-            addr.port
+            (1, Some(addr.port))
         };
-        let key = (port, addr.cid);
-        self.bound.insert(node.into_node(key, sk));
-        Ok(key)
+        for _ in 0..tries {
+            let port = fixed.unwrap_or_else(|| self.next_ephemeral());
+            let mut shard = self.shard(port).lock();
+            if shard.find_bound(&VsockAddr::new(addr.cid, port)).is_some() {
+                continue;
+            }
+            let key = (port, addr.cid);
+            shard.bound.insert(node.into_node(key, sk));
+            return Ok(key);
+        }
+        Err(if fixed.is_some() {
+            Errno::EADDRINUSE
+        } else {
+            Errno::EADDRNOTAVAIL
+        })
     }
 
     /// Removes a binding; the caller drops the returned reference outside the lock.
-    pub(crate) fn unbind(&mut self, key: &BindKey) -> Option<VskRef> {
-        self.bound.remove(key)
+    pub(crate) fn unbind(&self, key: &BindKey) -> Option<VskRef> {
+        self.shard(key.0).lock().bound.remove(key)
     }
 
     /// Lists a new, unbound socket.
-    pub(crate) fn insert_unbound(&mut self, sk: VskRef, node: UnboundNode) {
+    pub(crate) fn insert_unbound(&self, sk: VskRef, node: UnboundNode) {
         let key = unbound_key(&sk);
-        self.unbound.insert(node.into_node(key, sk));
+        self.shard_of(&sk)
+            .lock()
+            .unbound
+            .insert(node.into_node(key, sk));
     }
 
     /// Unlists a socket that got bound or was released, if it is listed; the caller drops the
     /// returned reference outside the lock.
-    pub(crate) fn remove_unbound(&mut self, sk: &crate::vsk::Vsk) -> Option<VskRef> {
-        self.unbound.remove(&unbound_key(sk))
-    }
-
-    /// The connected socket whose peer is `src` and whose local port is `dst_port`.
-    pub(crate) fn find_connected(&self, src: &VsockAddr, dst_port: u32) -> Option<VskRef> {
-        self.connected.get(&(src.cid, src.port, dst_port)).cloned()
+    pub(crate) fn remove_unbound(&self, sk: &crate::vsk::Vsk) -> Option<VskRef> {
+        self.shard_of(sk).lock().unbound.remove(&unbound_key(sk))
     }
 
     /// Inserts a connected socket, unless its key is taken (`EADDRINUSE`).
     pub(crate) fn insert_connected(
-        &mut self,
+        &self,
         key: ConnKey,
         sk: VskRef,
         node: ConnNode,
     ) -> core::result::Result<(), Errno> {
-        if self.connected.get(&key).is_some() {
+        let mut shard = self.shard(key.2).lock();
+        if shard.connected.get(&key).is_some() {
             return Err(Errno::EADDRINUSE);
         }
-        self.connected.insert(node.into_node(key, sk));
+        shard.connected.insert(node.into_node(key, sk));
         Ok(())
     }
 
     /// Removes a connected socket; the caller drops the returned reference outside the lock.
-    pub(crate) fn remove_connected(&mut self, key: &ConnKey) -> Option<VskRef> {
-        self.connected.remove(key)
+    pub(crate) fn remove_connected(&self, key: &ConnKey) -> Option<VskRef> {
+        self.shard(key.2).lock().connected.remove(key)
     }
 
     /// How many sockets (bound or connected) use transport `id`.
     pub(crate) fn count_transport(&self, id: u64) -> usize {
-        Iterator::chain(self.bound.values(), self.connected.values())
-            .filter(|sk| {
-                sk.data()
-                    .transport_id
-                    .load(core::sync::atomic::Ordering::Acquire)
-                    == id
-            })
-            .count()
+        self.shards
+            .iter()
+            .map(|s| s.lock().of_transport(id).count())
+            .sum()
     }
 
     /// References to up to `max` sockets (bound or connected) whose transport is `id`, into
     /// `out`; returns how many matched in all.
     pub(crate) fn collect_transport(&self, id: u64, out: &mut KVec<VskRef>, max: usize) -> usize {
         let mut n = 0;
-        for sk in Iterator::chain(self.bound.values(), self.connected.values()) {
-            if sk
-                .data()
-                .transport_id
-                .load(core::sync::atomic::Ordering::Acquire)
-                != id
-            {
-                continue;
-            }
-            n += 1;
-            if out.len() < max
-                && !out
-                    .iter()
-                    .any(|s| core::ptr::eq::<crate::vsk::Vsk>(&**s, &**sk))
-            {
-                // Capacity was reserved by the caller, so this does not allocate.
-                let _ = out.push(sk.clone(), GFP_ATOMIC);
+        for shard in self.shards.iter() {
+            for sk in shard.lock().of_transport(id) {
+                n += 1;
+                if out.len() < max
+                    && !out
+                        .iter()
+                        .any(|s| core::ptr::eq::<crate::vsk::Vsk>(&**s, &**sk))
+                {
+                    // Capacity was reserved by the caller, so this does not allocate.
+                    let _ = out.push(sk.clone(), GFP_ATOMIC);
+                }
             }
         }
         n
     }
 
-    /// References to the sockets of both tables after the first `skip`, as many as `out` has
-    /// room for (it does not grow: the caller reserved capacity, as the lock is a spinlock).
-    /// Bound sockets come first, then unbound ones, then connected ones that are not bound
-    /// (accepted children), each in key order: the order in which `sock_diag` dumps resume.
-    pub(crate) fn collect_from(&mut self, skip: usize, out: &mut KVec<VskRef>) {
-        let Tables {
-            bound,
-            connected,
-            unbound,
-            ..
-        } = self;
+    /// References to the sockets of the tables after the first `skip`, as many as `out` has
+    /// room for (it does not grow: the caller reserved capacity, as the locks are spinlocks).
+    /// Shard by shard, bound sockets come first, then unbound ones, then connected ones that
+    /// are not bound (accepted children), each in key order: the order in which `sock_diag`
+    /// dumps resume.
+    pub(crate) fn collect_from(&self, skip: usize, out: &mut KVec<VskRef>) {
         let mut seen = 0usize;
-        let mut add = |sk: &VskRef, out: &mut KVec<VskRef>| {
-            if seen >= skip && out.len() < out.capacity() {
-                // Within the reserved capacity: does not allocate.
-                let _ = out.push(sk.clone(), GFP_ATOMIC);
+        for shard in self.shards.iter() {
+            if out.len() >= out.capacity() {
+                return;
             }
-            seen += 1;
-        };
-        for sk in Iterator::chain(bound.values(), unbound.values()) {
-            add(sk, out);
-        }
-        for (key, sk) in connected.iter() {
-            if !is_bound_at(bound, key.2, sk) {
+            let mut guard = shard.lock();
+            let Shard {
+                bound,
+                connected,
+                unbound,
+            } = &mut *guard;
+            let mut add = |sk: &VskRef, out: &mut KVec<VskRef>| {
+                if seen >= skip && out.len() < out.capacity() {
+                    // Within the reserved capacity: does not allocate.
+                    let _ = out.push(sk.clone(), GFP_ATOMIC);
+                }
+                seen += 1;
+            };
+            for sk in Iterator::chain(bound.values(), unbound.values()) {
                 add(sk, out);
+            }
+            for (key, sk) in connected.iter() {
+                if !is_bound_at(bound, key.2, sk) {
+                    add(sk, out);
+                }
             }
         }
     }

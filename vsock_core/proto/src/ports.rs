@@ -38,16 +38,29 @@ impl Ephemeral {
     /// `EADDRNOTAVAIL` when all are.
     pub fn allocate(&mut self, mut in_use: impl FnMut(u32) -> bool) -> Result<u32, Errno> {
         for _ in 0..MAX_PORT_RETRIES {
-            if self.next == VMADDR_PORT_ANY || self.next <= LAST_RESERVED_PORT {
-                self.next = LAST_RESERVED_PORT + 1;
-            }
-            let port = self.next;
-            self.next = self.next.wrapping_add(1);
+            let port = self.next_candidate();
             if !in_use(port) {
                 return Ok(port);
             }
         }
         Err(Errno::EADDRNOTAVAIL)
+    }
+
+    /// The next candidate (above the reserved range, never `VMADDR_PORT_ANY`); the counter
+    /// moves past it.
+    pub fn next_candidate(&mut self) -> u32 {
+        if self.next == VMADDR_PORT_ANY || self.next <= LAST_RESERVED_PORT {
+            self.next = LAST_RESERVED_PORT + 1;
+        }
+        let port = self.next;
+        self.next = self.next.wrapping_add(1);
+        port
+    }
+
+    /// The counter's state, for keeping it in an atomic word ([`Ephemeral::new`] takes it
+    /// back).
+    pub fn state(self) -> u32 {
+        self.next
     }
 }
 
@@ -88,6 +101,18 @@ mod tests {
             Err(Errno::EADDRNOTAVAIL)
         );
         assert_eq!(tried, MAX_PORT_RETRIES);
+    }
+
+    #[test]
+    fn candidates_from_a_saved_state_continue_the_sequence() {
+        let mut a = Ephemeral::new(u32::MAX - 2);
+        let mut b = a;
+        for _ in 0..5 {
+            let mut c = Ephemeral::new(b.state());
+            assert_eq!(c.next_candidate(), a.next_candidate());
+            b = c;
+        }
+        assert_eq!(a, b);
     }
 
     proptest! {
