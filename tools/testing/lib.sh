@@ -15,6 +15,11 @@ KERNEL_RUSTFMT=/usr/bin/rustfmt
 BINDGEN_VERSION=0.72.1
 BINDGEN_ROOT=$RVSOCK_CACHE/bindgen-$BINDGEN_VERSION
 KERNEL_BINDGEN=$BINDGEN_ROOT/bin/bindgen
+# rust-vmm's vhost-user vsock device (the host side of the guest's virtio-vsock device: this
+# machine has no /dev/vhost-vsock); vm/run.sh --vhost-user-vsock starts it.
+VHOST_DEVICE_VSOCK_VERSION=0.3.0
+VHOST_DEVICE_VSOCK_ROOT=$RVSOCK_CACHE/vhost-device-vsock-$VHOST_DEVICE_VSOCK_VERSION
+VHOST_DEVICE_VSOCK=$VHOST_DEVICE_VSOCK_ROOT/bin/vhost-device-vsock
 VIRTME_NG_VERSION=1.42
 KERNEL_SOURCE_PKG=linux-source-6.12
 KERNEL_SOURCE_TAR=/usr/src/linux-source-6.12.tar.xz

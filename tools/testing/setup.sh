@@ -5,8 +5,9 @@
 # Usage: tools/testing/setup.sh            (as root; `make setup` runs it)
 #
 # Idempotent and quiet when everything is present: it checks first and installs only what is
-# missing (Debian packages, bindgen-cli in the cache, virtme-ng from PyPI), then runs
-# tools/testing/kernel/build.sh, which returns at once when the kernel is already built.
+# missing (Debian packages, bindgen-cli and vhost-device-vsock in the cache, virtme-ng from
+# PyPI), then runs tools/testing/kernel/build.sh, which returns at once when the kernel is already
+# built.
 set -euo pipefail
 # shellcheck source=tools/testing/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -53,6 +54,18 @@ install_bindgen() {
 	cargo install --quiet --locked --root "$BINDGEN_ROOT" bindgen-cli --version "$BINDGEN_VERSION"
 }
 
+install_vhost_device_vsock() {
+	if [ -x "$VHOST_DEVICE_VSOCK" ] &&
+		"$VHOST_DEVICE_VSOCK" --version 2>/dev/null | grep -qw "$VHOST_DEVICE_VSOCK_VERSION"; then
+		return 0
+	fi
+	command -v cargo >/dev/null || install_packages cargo-web
+	log "installing vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION into $VHOST_DEVICE_VSOCK_ROOT" \
+		"(about 3 minutes on 2 cores)"
+	cargo install --quiet --locked --root "$VHOST_DEVICE_VSOCK_ROOT" vhost-device-vsock \
+		--version "$VHOST_DEVICE_VSOCK_VERSION"
+}
+
 vng_version_ok() {
 	command -v vng >/dev/null && vng --version 2>/dev/null | grep -qw "$VIRTME_NG_VERSION"
 }
@@ -73,5 +86,6 @@ install_virtme_ng() {
 
 install_packages "${PACKAGES[@]}"
 install_bindgen
+install_vhost_device_vsock
 install_virtme_ng
 "$RVSOCK_TOP/tools/testing/kernel/build.sh"

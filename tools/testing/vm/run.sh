@@ -14,6 +14,16 @@
 #   --qemu-opts OPTS   extra QEMU options, split on blanks (repeatable), e.g. the benchmarks'
 #                      "-icount shift=0,sleep=off" (TCG only: with it, KVM is not used)
 #   --show             also copy the console log to stdout while the VM runs
+#   --vhost-user-vsock CID:DIR
+#                      give the guest a virtio-vsock device with guest CID CID: starts
+#                      vhost-device-vsock (setup.sh installs it into the cache) with its vhost-user
+#                      socket DIR/ctl.sock and its host-side Unix socket DIR/vm.vsock (host to guest:
+#                      connect, write "CONNECT <port>\n", read "OK <n>\n"; guest to host CID 2 port
+#                      P: it connects to DIR/vm.vsock_P, which a host program listens on).  The
+#                      guest memory is then a shared memfd (the daemon maps it).  The daemon is
+#                      stopped when the VM ends; its log is the console log's name with
+#                      .vhost-device-vsock.log in place of .log.  DIR is created; a short path
+#                      without blanks or commas (Unix socket paths are limited to 107 bytes)
 #
 # COMMAND runs as root in the guest through `sh -c`, with the repository root as its working
 # directory and the host's file system read-only.  The exit status is COMMAND's; 124 means the
@@ -45,6 +55,7 @@ cpus=2
 rwdirs=()
 appends=()
 qemu_opts=()
+vuv=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--timeout) timeout_s=$2; shift 2 ;;
@@ -56,6 +67,7 @@ while [ $# -gt 0 ]; do
 	--cpus) cpus=$2; shift 2 ;;
 	--qemu-opts) qemu_opts+=("$2"); shift 2 ;;
 	--show) show=1; shift ;;
+	--vhost-user-vsock) vuv=$2; shift 2 ;;
 	-h | --help) usage ;;
 	--) shift; break ;;
 	-*) usage ;;
@@ -95,6 +107,31 @@ kvm_works() {
 	echo no >"$memo"
 	return 1
 }
+
+# --vhost-user-vsock CID:DIR
+vuv_cid=
+vuv_dir=
+if [ -n "$vuv" ]; then
+	[[ $vuv =~ ^([0-9]+):(.+)$ ]] || die "--vhost-user-vsock wants CID:DIR, not '$vuv'"
+	vuv_cid=${BASH_REMATCH[1]}
+	vuv_dir=${BASH_REMATCH[2]}
+	if [ "$vuv_cid" -le 2 ] || [ "$vuv_cid" -ge 4294967295 ]; then
+		die "--vhost-user-vsock: guest CID $vuv_cid out of range (3 to 4294967294)"
+	fi
+	[ -x "$VHOST_DEVICE_VSOCK" ] || die "$VHOST_DEVICE_VSOCK missing: run tools/testing/setup.sh"
+	mkdir -p "$vuv_dir"
+	vuv_dir=$(cd "$vuv_dir" && pwd)
+	# vng splits --qemu-opts on blanks, and QEMU options separate their fields with commas.
+	[[ $vuv_dir =~ [[:space:],] ]] && die "--vhost-user-vsock: DIR '$vuv_dir' has blanks or commas"
+	[ ${#vuv_dir} -le 90 ] || die "--vhost-user-vsock: DIR '$vuv_dir' too long for Unix sockets"
+	# The memfd backend must be exactly the size of -m, which vng passes --memory to unchanged:
+	# QEMU reads a plain number there as MiB, but as bytes in size=.
+	vuv_mem=$memory
+	[[ $vuv_mem =~ ^[0-9]+$ ]] && vuv_mem=${vuv_mem}M
+	qemu_opts+=("-object memory-backend-memfd,id=mem,size=$vuv_mem,share=on"
+		"-numa node,memdev=mem -chardev socket,id=c0,path=$vuv_dir/ctl.sock"
+		"-device vhost-user-vsock-pci,chardev=c0")
+fi
 
 # -icount (in --qemu-opts) needs TCG.
 icount=0
@@ -160,16 +197,59 @@ sys.stdout.write("".join(a + "\0" for a in argv))
 cd "$RVSOCK_TOP"
 start=$SECONDS
 rc=0
+retf=
+vuv_pid=
+# (Called from the EXIT trap.)
+# shellcheck disable=SC2317
+cleanup() {
+	[ -z "$retf" ] || rm -f "$retf"
+	[ -z "$vuv_pid" ] || stop_vhost_user_vsock
+}
+trap cleanup EXIT
+
+# stop_vhost_user_vsock: SIGTERM to the daemon, SIGKILL after 5 s.
+# shellcheck disable=SC2317
+stop_vhost_user_vsock() {
+	kill -TERM "$vuv_pid" 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 "$vuv_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$vuv_pid" 2>/dev/null || true
+	wait "$vuv_pid" 2>/dev/null || true
+	echo "# vhost-device-vsock stopped" >>"$logf"
+	vuv_pid=
+}
+
+# start_vhost_user_vsock: starts the daemon and waits (10 s at most) for its vhost-user socket.
+# timeout(1) bounds it too, should this script be killed before its EXIT trap runs.
+start_vhost_user_vsock() {
+	local vuv_log=${logf%.log}.vhost-device-vsock.log
+	[ "$vuv_log" != "$logf" ] || vuv_log=$logf.vhost-device-vsock.log
+	rm -f "$vuv_dir/ctl.sock" "$vuv_dir/vm.vsock"
+	echo "# vhost-device-vsock --guest-cid=$vuv_cid --socket=$vuv_dir/ctl.sock" \
+		"--uds-path=$vuv_dir/vm.vsock (log: $vuv_log)" >>"$logf"
+	timeout --kill-after=5 $((timeout_s + 60)) "$VHOST_DEVICE_VSOCK" --guest-cid="$vuv_cid" \
+		--socket="$vuv_dir/ctl.sock" --uds-path="$vuv_dir/vm.vsock" </dev/null >"$vuv_log" 2>&1 &
+	vuv_pid=$!
+	for _ in $(seq 100); do
+		[ -S "$vuv_dir/ctl.sock" ] && return 0
+		kill -0 "$vuv_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	tail -n 20 "$vuv_log" >&2
+	die "vhost-device-vsock did not create $vuv_dir/ctl.sock within 10 s; log: $vuv_log"
+}
 # RVSOCK_VM_INIT=virtme boots with virtme-ng's own init (udev and all: about 80 s slower here).
 if [ "${RVSOCK_VM_INIT:-rvsock}" = virtme ]; then
 	cmd=(vng "${vng_args[@]}" --exec "$guest_cmd")
 else
 	retf=$(mktemp /tmp/rvsock-vm-ret.XXXXXX)
-	trap 'rm -f "$retf"' EXIT
 	mapfile -d '' cmd < <(qemu_argv)
 	[ ${#cmd[@]} -gt 0 ] || die "could not get the QEMU command line from vng --dry-run"
 fi
 echo "# ${cmd[*]}" >>"$logf"
+[ -z "$vuv_dir" ] || start_vhost_user_vsock
 # timeout(1) puts itself and the VM in a new process group and signals the whole group;
 # --kill-after follows up with SIGKILL.  A SIGTERM, SIGINT or SIGHUP to this script is passed on
 # to it (it forwards them to the VM).  Output goes through a pipe: QEMU's file chardevs on
