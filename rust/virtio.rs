@@ -32,6 +32,7 @@ use crate::kx::sys;
 use crate::kx::Gfp;
 use core::ffi::c_void;
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::error::{code::*, from_result, to_result, Error, Result};
@@ -531,7 +532,7 @@ pub(crate) struct Sgs<'a> {
     inp: [(*const u8, usize); MAX_SEGS],
     n_in: usize,
     overflow: bool,
-    _l: PhantomData<&'a mut [u8]>,
+    _l: PhantomData<&'a mut [MaybeUninit<u8>]>,
 }
 
 impl<'a> Sgs<'a> {
@@ -571,6 +572,12 @@ impl<'a> Sgs<'a> {
     /// Adds a segment the device writes.  Empty segments are left out.
     pub(crate) fn writable(&mut self, s: &'a mut [u8]) {
         self.push(false, s.as_ptr(), s.len());
+    }
+
+    /// Adds a segment the device writes, of possibly uninitialised memory (a receive buffer
+    /// before the device filled it).  Empty segments are left out.
+    pub(crate) fn writable_uninit(&mut self, s: &'a mut [MaybeUninit<u8>]) {
+        self.push(false, s.as_ptr().cast(), s.len());
     }
 }
 
@@ -711,16 +718,16 @@ impl<B: Buffer> Virtqueue<'_, B> {
     }
 
     /// Lends `buf` to the device, which writes the segment `f` picks (from the buffer itself,
-    /// or static memory) (`virtqueue_add_inbuf`).  Gives the buffer back with the error on
-    /// failure (`ENOSPC`: the queue is full; `EIO`: broken; `EINVAL`: an empty segment or one
-    /// outside the linear mapping).
+    /// or static memory; it may be uninitialised) (`virtqueue_add_inbuf`).  Gives the buffer
+    /// back with the error on failure (`ENOSPC`: the queue is full; `EIO`: broken; `EINVAL`:
+    /// an empty segment or one outside the linear mapping).
     pub(crate) fn add_inbuf(
         &mut self,
         buf: B,
         gfp: Gfp,
-        f: impl for<'b> FnOnce(&'b mut B) -> &'b mut [u8],
+        f: impl for<'b> FnOnce(&'b mut B) -> &'b mut [MaybeUninit<u8>],
     ) -> core::result::Result<(), (Error, B)> {
-        self.add_sgs(buf, gfp, |b, sgs| sgs.writable(f(b)))
+        self.add_sgs(buf, gfp, |b, sgs| sgs.writable_uninit(f(b)))
     }
 
     /// Lends `buf` to the device, which reads the segment `f` picks (`virtqueue_add_outbuf`).
