@@ -5,8 +5,9 @@
 //! First step: the driver binds to the virtio-vsock device, reads the guest's CID from its
 //! configuration space, finds its three queues (rx, tx, event) and marks it ready; the queue
 //! callbacks only count notifications.  It does not yet register with rvsock's core as a
-//! transport, add receive buffers or send anything.  On removal the device is reset, the
-//! buffers it held are taken back and the queues are deleted.
+//! transport, add receive buffers or send anything; the event queue gets its 8 buffers, whose
+//! events are only counted.  On removal the device is reset, the buffers it held are taken back
+//! and the queues are deleted.
 
 #![deny(unsafe_code)]
 
@@ -24,6 +25,7 @@ mod proto;
 
 use kx::skb::SkBuff;
 use kx::virtio::{self, Device, DeviceId, Virtqueues, VqHandler};
+use kx::Gfp;
 
 kx::import_rvsock_namespace!();
 
@@ -44,6 +46,24 @@ const VQ_NAMES: [&CStr; 3] = [c_str!("rx"), c_str!("tx"), c_str!("event")];
 
 /// Offset of `guest_cid` (le64) in `struct virtio_vsock_config`.
 const CONFIG_GUEST_CID: u32 = 0;
+
+/// Event buffers kept in the event queue, as upstream.
+const EVENT_BUFS: usize = 8;
+/// `struct virtio_vsock_event`: a le32 event id.
+const EVENT_LEN: u32 = 4;
+
+/// Fills the event queue, so that the device can report events (read in the next step; for now
+/// they are only counted, and the buffers taken back on removal).
+fn fill_events(vqs: &Virtqueues<SkBuff>) -> Result {
+    let mut vq = vqs.lock(VQ_EVENT).ok_or(EINVAL)?;
+    for _ in 0..EVENT_BUFS {
+        let skb = SkBuff::alloc_linear_pkt(EVENT_LEN, Gfp::Kernel)?;
+        vq.add_inbuf(skb, Gfp::Kernel, |s| s.linear_room_mut().unwrap_or(&mut []))
+            .map_err(|(e, _)| e)?;
+    }
+    vq.kick();
+    Ok(())
+}
 
 /// Notifications per queue (interrupt context: atomics only).
 struct Counts([AtomicU64; 3]);
@@ -84,6 +104,7 @@ impl virtio::Driver for VirtioVsock {
         let vqs = dev.find_vqs::<Counts, SkBuff>(&VQ_NAMES, counts.clone())?;
         let guest_cid = dev.read_config_le64(CONFIG_GUEST_CID);
         dev.ready();
+        fill_events(&vqs)?;
         let ring = |i| vqs.lock(i).map_or(0, |vq| vq.vring_size());
         pr_info!(
             "virtio{}: guest CID {}, seqpacket {}, rings rx {} tx {} event {}\n",
