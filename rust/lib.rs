@@ -18,6 +18,8 @@ pub(crate) mod sock;
 pub(crate) mod socket;
 pub(crate) mod sys;
 pub(crate) mod transport;
+#[cfg(rvsock_virtio)]
+pub(crate) mod virtio;
 pub(crate) mod zerocopy;
 
 /// Allocation context of a socket-layer allocation.

@@ -20,6 +20,7 @@
 #include <linux/net.h>
 #include <linux/poll.h>
 #include <linux/random.h>
+#include <linux/scatterlist.h>
 #include <linux/sched/signal.h>
 #include <linux/netlink.h>
 #include <linux/skbuff.h>
@@ -27,10 +28,14 @@
 #include <linux/sockptr.h>
 #include <linux/uaccess.h>
 #include <linux/uio.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <net/sock.h>
 #include <net/tcp_states.h>
+#include <uapi/linux/virtio_ids.h>
+#include <uapi/linux/virtio_vsock.h>
 #include <uapi/linux/vm_sockets.h>
 
 /* ---- Constants (bindgen only: these definitions must not reach a C object) ---------------- */
@@ -276,6 +281,19 @@ void rvsock_h_diag_set_cursor(struct netlink_callback *cb, unsigned long cursor)
 bool rvsock_h_diag_same_net(const struct sk_buff *skb, const struct sock *sk);
 int rvsock_h_diag_fill(struct sk_buff *skb, struct netlink_callback *cb, struct sock *sk,
 		       const struct rvsock_diag_row *row);
+
+/*
+ * Virtio (rust/virtio_helpers.c, linked into rvsock_virtio.ko only, so that rvsock.ko does not
+ * depend on CONFIG_VIRTIO).  Inline functions and config ops of include/linux/virtio_config.h.
+ */
+int rvsock_hv_find_vqs(struct virtio_device *vdev, unsigned int nvqs, struct virtqueue *vqs[],
+		       struct virtqueue_info vqs_info[]);
+void rvsock_hv_del_vqs(struct virtio_device *vdev);
+void rvsock_hv_config_get(struct virtio_device *vdev, unsigned int offset, void *buf,
+			  unsigned int len);
+bool rvsock_hv_device_ready(struct virtio_device *vdev);
+bool rvsock_hv_virt_addr_valid(const void *addr);
+void rvsock_hv_msleep(unsigned int ms);
 
 /*
  * Module parameters of rvsock_test_transport.ko (6.12's Rust module! has none; they are

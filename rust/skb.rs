@@ -164,6 +164,23 @@ impl Skb {
         unsafe { sys::rvsock_h_skb_tailroom(self.as_ptr()) }
     }
 
+    /// The buffer's linear memory, from `skb->head` to the end of the tailroom (header room,
+    /// linear payload, tailroom): where a device writes a received packet.  The bytes may be
+    /// uninitialised.  `None` if another buffer shares the data (shared or cloned).
+    pub(crate) fn linear_room_mut(&mut self) -> Option<&mut [core::mem::MaybeUninit<u8>]> {
+        if !self.is_exclusive() {
+            return None;
+        }
+        // SAFETY: The type invariant makes the reads valid; `data_len <= len`.
+        let headlen = unsafe { (*self.as_ptr()).len - (*self.as_ptr()).data_len };
+        let n = self.headroom() + headlen as usize + self.tailroom() as usize;
+        // SAFETY: `head .. head + n` is the buffer's linear area (headroom, linear data and
+        // tailroom, up to the end pointer), allocated with the buffer and not shared with
+        // another (checked above); `&mut self` gives exclusive access for the borrow, and
+        // `MaybeUninit` admits any contents.
+        Some(unsafe { core::slice::from_raw_parts_mut((*self.as_ptr()).head.cast(), n) })
+    }
+
     /// Copies `len` payload bytes starting at `offset` into the message's iterator.  `EFAULT` if
     /// the user buffer faults; the iterator then advanced by what was copied.
     pub(crate) fn copy_to_msg(&self, offset: u32, msg: &mut Msg<'_>, len: usize) -> Result {

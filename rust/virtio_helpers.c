@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C helpers for rust/virtio.rs: one-line wrappers over the inline functions and config ops of
+ * include/linux/virtio_config.h, which Rust cannot call.  Linked into rvsock_virtio.ko only (not
+ * exported), so that rvsock.ko does not depend on CONFIG_VIRTIO.
+ */
+#include <linux/delay.h>
+#include "rvsock_sys.h"
+
+/* virtio_find_vqs() with the 6.11+ signature; no interrupt affinity. */
+int rvsock_hv_find_vqs(struct virtio_device *vdev, unsigned int nvqs, struct virtqueue *vqs[],
+		       struct virtqueue_info vqs_info[])
+{
+	return virtio_find_vqs(vdev, nvqs, vqs, vqs_info, NULL);
+}
+
+void rvsock_hv_del_vqs(struct virtio_device *vdev)
+{
+	vdev->config->del_vqs(vdev);
+}
+
+/* Raw config space read, as net/vmw_vsock/virtio_transport.c reads guest_cid. */
+void rvsock_hv_config_get(struct virtio_device *vdev, unsigned int offset, void *buf,
+			  unsigned int len)
+{
+	vdev->config->get(vdev, offset, buf, len);
+}
+
+/*
+ * virtio_device_ready(), which WARNs on a device already DRIVER_OK: false (and nothing done)
+ * in that case.
+ */
+bool rvsock_hv_device_ready(struct virtio_device *vdev)
+{
+	if (vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_DRIVER_OK)
+		return false;
+	virtio_device_ready(vdev);
+	return true;
+}
+
+/* Whether @addr is in the kernel's linear mapping (what sg_init_one() requires). */
+bool rvsock_hv_virt_addr_valid(const void *addr)
+{
+	return virt_addr_valid(addr);
+}
+
+void rvsock_hv_msleep(unsigned int ms)
+{
+	msleep(ms);
+}
