@@ -14,7 +14,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::c_str;
 use kernel::prelude::*;
-use kernel::sync::Arc;
+use kernel::sync::{Arc, ArcBorrow};
 
 #[allow(dead_code, unsafe_code)]
 #[path = "../rust/lib.rs"]
@@ -69,8 +69,8 @@ fn fill_events(vqs: &Virtqueues<SkBuff>) -> Result {
 struct Counts([AtomicU64; 3]);
 
 impl VqHandler for Counts {
-    fn notified(&self, index: usize) {
-        if let Some(c) = self.0.get(index) {
+    fn notified(this: ArcBorrow<'_, Self>, index: usize) {
+        if let Some(c) = this.0.get(index) {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
