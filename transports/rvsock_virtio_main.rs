@@ -391,12 +391,26 @@ impl Dev {
     }
 
     /// Prepares a packet for the device: no user pages (the transport registers without
-    /// `MSG_ZEROCOPY`, so the core lends none; a copy covers any anyway).
-    fn tx_prepare(skb: &mut SkBuff) -> Result {
+    /// `MSG_ZEROCOPY`, so the core lends none; a copy covers any anyway), and the payload in
+    /// one segment.  Devices built on rust-vmm's `virtio-vsock` (vhost-device-vsock 0.3.0)
+    /// take a packet only as one descriptor, or a header descriptor and one data descriptor;
+    /// a payload in page fragments (the core's packets above about 32 KiB) is copied into a
+    /// linear buffer.  The copy releases the original, and with it the sender's unsent-byte
+    /// accounting, at once rather than when the device has read the packet.
+    fn tx_prepare(skb: SkBuff) -> Result<SkBuff> {
+        let mut skb = skb;
         if skb.has_user_pages() {
             skb.copy_user_pages(Gfp::Kernel)?;
         }
-        Ok(())
+        let pieces = usize::from(!skb.linear_data().is_empty()) + skb.nr_frags();
+        if pieces <= 1 {
+            return Ok(skb);
+        }
+        let hdr = skb.hdr().ok_or(EINVAL)?;
+        let mut lin = SkBuff::alloc_linear_pkt(skb.len(), Gfp::Kernel)?;
+        lin.set_hdr(&hdr);
+        lin.append_from(&skb, 0, skb.len())?;
+        Ok(lin)
     }
 
     /// The send work: moves queued packets to the tx ring while it has room, one kick per
@@ -562,7 +576,7 @@ struct G2h {
 }
 
 impl Transport for G2h {
-    fn send_pkt(&self, _core: &Core<'_>, mut skb: SkBuff) -> Result {
+    fn send_pkt(&self, _core: &Core<'_>, skb: SkBuff) -> Result {
         let d = &self.dev;
         let hdr = skb.hdr().ok_or(EINVAL)?;
         if hdr.dst_cid == d.guest_cid.load(Ordering::Acquire) {
@@ -572,7 +586,7 @@ impl Transport for G2h {
         if !d.running() {
             return Err(ENODEV);
         }
-        Dev::tx_prepare(&mut skb)?;
+        let skb = Dev::tx_prepare(skb)?;
         let mut q = d.send_q.lock();
         let skb = if q.is_empty() {
             // Straight into the ring from the sender's context.
