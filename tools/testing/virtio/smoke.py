@@ -180,6 +180,13 @@ def main():
             elif line.startswith("run.sh") or "error" in line.lower():
                 print(line.rstrip(), flush=True)
         rc = vm.wait(timeout=30)
+        # The guest's lines may reach only the console log, not run.sh's output.
+        with open(log, errors="replace") as f:
+            guest_lines = [ln.rstrip() for ln in f if "smoke| " in ln]
+        for ln in guest_lines:
+            if "PASS" in ln or "FAIL" in ln or "RESULT" in ln:
+                print(ln[ln.find("smoke| "):], flush=True)
+        guest_ok = guest_ok or any("RESULT pass" in ln for ln in guest_lines)
         say(f"VM exited {rc} after {time.monotonic() - boot_t:.1f} s (console log: {log})")
         check(rc == 0 and guest_ok, "guest half passed")
         ct.join(5)
