@@ -51,6 +51,8 @@ const gfp_t RVSOCK_CONST_GFP_ATOMIC = GFP_ATOMIC;
 const unsigned int RVSOCK_CONST_PAGE_SIZE = PAGE_SIZE;
 const unsigned int RVSOCK_CONST_SKB_TRUESIZE_0 = SKB_TRUESIZE(0);
 const unsigned int RVSOCK_CONST_MAX_SKB_FRAGS = MAX_SKB_FRAGS;
+/* A one-page receive buffer less its skb_shared_info (VIRTIO_VSOCK_DEFAULT_RX_BUF_SIZE). */
+const unsigned int RVSOCK_CONST_SKB_WITH_OVERHEAD_4K = SKB_WITH_OVERHEAD(4096);
 const int RVSOCK_CONST_SOCK_CB_SIZE = sizeof(((struct sk_buff *)0)->cb);
 const int RVSOCK_CONST_MISC_DYNAMIC_MINOR = MISC_DYNAMIC_MINOR;
 const int RVSOCK_CONST_O_NONBLOCK = O_NONBLOCK;
@@ -294,6 +296,13 @@ void rvsock_hv_config_get(struct virtio_device *vdev, unsigned int offset, void 
 bool rvsock_hv_device_ready(struct virtio_device *vdev);
 bool rvsock_hv_virt_addr_valid(const void *addr);
 void rvsock_hv_msleep(unsigned int ms);
+/* A private workqueue of the driver (alloc_workqueue(), flush_workqueue(), destroy_workqueue()). */
+struct workqueue_struct *rvsock_hv_alloc_wq(const char *name);
+void rvsock_hv_flush_wq(struct workqueue_struct *wq);
+void rvsock_hv_destroy_wq(struct workqueue_struct *wq);
+/* The number of page fragments of @skb, and the address and size of fragment @i (NULL if none). */
+unsigned int rvsock_hv_skb_nr_frags(const struct sk_buff *skb);
+const void *rvsock_hv_skb_frag(const struct sk_buff *skb, unsigned int i, unsigned int *len);
 
 /*
  * Module parameters of rvsock_test_transport.ko (6.12's Rust module! has none; they are

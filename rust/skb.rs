@@ -244,6 +244,62 @@ impl Skb {
     }
 }
 
+/// What a device transport needs to lend a packet to a device (`rvsock_virtio.ko` only: the
+/// helpers are in `rust/virtio_helpers.c`).
+#[cfg(rvsock_virtio)]
+impl Skb {
+    /// The packet header as it is at `skb->head` (the header room in front of the data); `None`
+    /// if the headroom cannot hold one.
+    pub(crate) fn hdr_bytes(&self) -> Option<&[u8]> {
+        if self.headroom() < HDR_LEN {
+            return None;
+        }
+        // SAFETY: The headroom holds `HDR_LEN` bytes at `head` (checked above), initialised as
+        // in `hdr`; the borrow of `self` keeps the buffer alive and, being shared, unmodified.
+        Some(unsafe { core::slice::from_raw_parts((*self.as_ptr()).head, HDR_LEN) })
+    }
+
+    /// The linear part of the payload (`skb->data`, `skb_headlen()` bytes).
+    pub(crate) fn linear_data(&self) -> &[u8] {
+        // SAFETY: The type invariant makes the reads valid; `data_len <= len`, and the linear
+        // payload `data .. data + len - data_len` is initialised (it was put there).
+        unsafe {
+            let skb = self.as_ptr();
+            let n = ((*skb).len - (*skb).data_len) as usize;
+            if n == 0 {
+                return &[];
+            }
+            core::slice::from_raw_parts((*skb).data, n)
+        }
+    }
+
+    /// The number of page fragments.
+    pub(crate) fn nr_frags(&self) -> usize {
+        // SAFETY: The type invariant makes the call valid.
+        unsafe { sys::rvsock_hv_skb_nr_frags(self.as_ptr()) as usize }
+    }
+
+    /// Page fragment `i` of the payload, or `None` if there is no such fragment.  Only for
+    /// buffers whose fragments are kernel pages (not user pages lent by a zerocopy send: see
+    /// [`Skb::copy_user_pages`]); those have a linear-map address.
+    pub(crate) fn frag(&self, i: usize) -> Option<&[u8]> {
+        if self.has_user_pages() {
+            return None;
+        }
+        let i = u32::try_from(i).ok()?;
+        let mut len = 0u32;
+        // SAFETY: The type invariant makes the call valid; `len` is writable.
+        let p = unsafe { sys::rvsock_hv_skb_frag(self.as_ptr(), i, &mut len) };
+        if p.is_null() || len == 0 {
+            return None;
+        }
+        // SAFETY: Fragment `i` is `len` bytes of kernel pages at `p` (contiguous: one page or
+        // one compound page), held by the buffer while the borrow of `self` lasts, filled when
+        // the payload was put.
+        Some(unsafe { core::slice::from_raw_parts(p.cast::<u8>(), len as usize) })
+    }
+}
+
 /// An owned socket buffer, freed when dropped (as a drop, `kfree_skb`; [`SkBuff::consume`]
 /// frees it as consumed).
 ///
@@ -317,6 +373,18 @@ impl SkBuff {
             let dst = sys::skb_put(self.as_ptr(), len);
             core::ptr::copy_nonoverlapping(data.as_ptr(), dst.cast::<u8>(), data.len());
         }
+        Ok(())
+    }
+
+    /// Accounts `len` payload bytes that a device wrote after the header into the linear room
+    /// of a receive buffer ([`Skb::linear_room_mut`]): `skb_put`.  `EINVAL` if the buffer is
+    /// nonlinear or the tailroom is shorter.
+    pub(crate) fn put_received(&mut self, len: u32) -> Result {
+        if self.is_nonlinear() || len > self.tailroom() {
+            return Err(EINVAL);
+        }
+        // SAFETY: `len` bytes of tailroom exist (checked above); `skb_put` only moves `tail`.
+        unsafe { sys::skb_put(self.as_ptr(), len) };
         Ok(())
     }
 
@@ -398,6 +466,18 @@ impl SkbList {
         }
         // INVARIANT: `p` is now the owned last element.
         self.tail = p;
+        self.len += 1;
+    }
+
+    /// Puts a buffer back at the head.
+    pub(crate) fn push_front(&mut self, skb: SkBuff) {
+        skb.set_next(self.head);
+        let p = skb.into_raw();
+        if self.tail.is_null() {
+            self.tail = p;
+        }
+        // INVARIANT: `p` is now the owned first element, linked to the old head.
+        self.head = p;
         self.len += 1;
     }
 

@@ -37,7 +37,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::error::{code::*, from_result, to_result, Error, Result};
 use kernel::prelude::*;
-use kernel::sync::{Arc, LockClassKey, Mutex};
+use kernel::sync::{Arc, ArcBorrow, LockClassKey, Mutex};
 use kernel::types::{ForeignOwnable, Opaque};
 
 /// `VIRTIO_ID_VSOCK`: the virtio-vsock device type.
@@ -449,8 +449,9 @@ fn vq_lock_class(i: usize) -> &'static LockClassKey {
 pub(crate) trait VqHandler: Send + Sync + 'static {
     /// The device used buffers of queue `index` (or the queue was notified spuriously).  Runs
     /// in interrupt context: must not sleep nor take a lock also taken with interrupts on;
-    /// schedule work that reaps the queue.
-    fn notified(&self, index: usize);
+    /// schedule work that reaps the queue (`this` converts into an `Arc` for
+    /// [`kernel::workqueue::Queue::enqueue`]).
+    fn notified(this: ArcBorrow<'_, Self>, index: usize);
 }
 
 /// # Safety
@@ -465,7 +466,7 @@ unsafe extern "C" fn vq_callback<H: VqHandler>(vq: *mut sys::virtqueue) {
         if h.is_null() {
             return;
         }
-        Arc::<H>::borrow(h).notified((*vq).index as usize);
+        H::notified(Arc::<H>::borrow(h), (*vq).index as usize);
     }
 }
 
@@ -842,5 +843,58 @@ impl<B: Buffer> Virtqueue<'_, B> {
     pub(crate) fn is_broken(&self) -> bool {
         // SAFETY: A live queue.
         unsafe { sys::virtqueue_is_broken(self.raw()) }
+    }
+}
+
+/// A private workqueue (`alloc_workqueue`), drained and destroyed on drop.  It dereferences to
+/// the `kernel` crate's [`kernel::workqueue::Queue`], so work items are enqueued as on the
+/// system queues.
+///
+/// Drop it from process context and never from a work item running on it (destroying a queue
+/// waits for its own work: that would not finish).
+///
+/// # Invariants
+///
+/// `.0` is a workqueue from `alloc_workqueue`, destroyed only by `drop`.
+pub(crate) struct WorkQueue(NonNull<sys::workqueue_struct>);
+
+// SAFETY: A workqueue may be used and destroyed from any thread.
+unsafe impl Send for WorkQueue {}
+// SAFETY: Queueing and flushing are thread-safe.
+unsafe impl Sync for WorkQueue {}
+
+impl WorkQueue {
+    /// Allocates a workqueue named `name` (a plain, per-CPU one).  Process context.
+    pub(crate) fn new(name: &'static CStr) -> Result<Self> {
+        // SAFETY: FFI call; `name` is a NUL-terminated static string.
+        let wq = unsafe { sys::rvsock_hv_alloc_wq(name.as_char_ptr().cast()) };
+        // INVARIANT: Fresh from `alloc_workqueue`.
+        NonNull::new(wq).map(WorkQueue).ok_or(ENOMEM)
+    }
+
+    /// Waits until every work item queued before this call has finished (`flush_workqueue`).
+    /// Process context; not from a work item of this queue.
+    pub(crate) fn flush(&self) {
+        // SAFETY: A live workqueue (type invariant).
+        unsafe { sys::rvsock_hv_flush_wq(self.0.as_ptr()) };
+    }
+}
+
+impl core::ops::Deref for WorkQueue {
+    type Target = kernel::workqueue::Queue;
+
+    fn deref(&self) -> &kernel::workqueue::Queue {
+        // SAFETY: A live workqueue (type invariant) that outlives the borrow; it is destroyed
+        // only in `drop`, which `&self` excludes.
+        unsafe { kernel::workqueue::Queue::from_raw(self.0.as_ptr().cast()) }
+    }
+}
+
+impl Drop for WorkQueue {
+    fn drop(&mut self) {
+        // SAFETY: A live workqueue (type invariant), destroyed once; `destroy_workqueue` drains
+        // it first.  Nothing can queue on it any more: every `&Queue` borrowed from `self`
+        // ended.
+        unsafe { sys::rvsock_hv_destroy_wq(self.0.as_ptr()) };
     }
 }

@@ -48,3 +48,35 @@ void rvsock_hv_msleep(unsigned int ms)
 {
 	msleep(ms);
 }
+
+struct workqueue_struct *rvsock_hv_alloc_wq(const char *name)
+{
+	return alloc_workqueue("%s", 0, 0, name);
+}
+
+void rvsock_hv_flush_wq(struct workqueue_struct *wq)
+{
+	flush_workqueue(wq);
+}
+
+void rvsock_hv_destroy_wq(struct workqueue_struct *wq)
+{
+	destroy_workqueue(wq);
+}
+
+unsigned int rvsock_hv_skb_nr_frags(const struct sk_buff *skb)
+{
+	return skb_shinfo(skb)->nr_frags;
+}
+
+/* skb_frag_address(): fragments of kernel pages, which have a linear-map address on 64-bit. */
+const void *rvsock_hv_skb_frag(const struct sk_buff *skb, unsigned int i, unsigned int *len)
+{
+	const skb_frag_t *f;
+
+	if (i >= skb_shinfo(skb)->nr_frags)
+		return NULL;
+	f = &skb_shinfo(skb)->frags[i];
+	*len = skb_frag_size(f);
+	return skb_frag_address(f);
+}

@@ -2,19 +2,34 @@
 
 //! rvsock_virtio: the virtio-vsock guest driver (G2H transport) for rvsock.
 //!
-//! First step: the driver binds to the virtio-vsock device, reads the guest's CID from its
-//! configuration space, finds its three queues (rx, tx, event) and marks it ready; the queue
-//! callbacks only count notifications.  It does not yet register with rvsock's core as a
-//! transport, add receive buffers or send anything; the event queue gets its 8 buffers, whose
-//! events are only counted.  On removal the device is reset, the buffers it held are taken back
-//! and the queues are deleted.
+//! The behaviour is that of Linux 6.12.117's `net/vmw_vsock/virtio_transport.c`:
+//!
+//! - one device at a time (a second one gets `EBUSY`); its guest CID, read from the
+//!   configuration space, is the transport's local CID;
+//! - three queues: rx (buffers of `SKB_WITH_OVERHEAD(4096)` bytes, header and payload in one
+//!   descriptor, refilled below half), tx, and event (8 buffers);
+//! - every used rx buffer is checked against what was lent and against the header's `len`
+//!   before the core sees it; the device is untrusted;
+//! - reply backpressure: while the replies (RESPONSE, RST) waiting in the send queue reach the
+//!   rx ring's size, rx stops, and restarts when they drain;
+//! - `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` re-reads the CID and resets every connection;
+//! - `SOCK_SEQPACKET` only with `VIRTIO_VSOCK_F_SEQPACKET`.
+//!
+//! Beyond upstream: a packet is added to the tx ring straight from the sender's context when
+//! nothing waits in the send queue (it falls back to the queue and the send work when the ring
+//! is full), and the send work kicks once per batch.
+//!
+//! Work runs on a private workqueue; the queue callbacks (interrupt context) only schedule it.
 
 #![deny(unsafe_code)]
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::c_str;
 use kernel::prelude::*;
-use kernel::sync::Arc;
+use kernel::sync::{Arc, ArcBorrow, Mutex};
+use kernel::workqueue::{Work, WorkItem};
+use kernel::{impl_has_work, new_mutex, new_work};
 
 #[allow(dead_code, unsafe_code)]
 #[path = "../rust/lib.rs"]
@@ -23,9 +38,11 @@ mod kx;
 #[path = "../rust/proto.rs"]
 mod proto;
 
-use kx::skb::SkBuff;
-use kx::virtio::{self, Device, DeviceId, Virtqueues, VqHandler};
+use kx::skb::{SkBuff, SkbList};
+use kx::transport::{features, Core, Info, Registration, Transport};
+use kx::virtio::{self, Device, DeviceId, Virtqueue, Virtqueues, VqHandler, WorkQueue};
 use kx::Gfp;
+use proto::hdr::{Hdr, Op, HDR_LEN};
 
 kx::import_rvsock_namespace!();
 
@@ -47,43 +64,664 @@ const VQ_NAMES: [&CStr; 3] = [c_str!("rx"), c_str!("tx"), c_str!("event")];
 /// Offset of `guest_cid` (le64) in `struct virtio_vsock_config`.
 const CONFIG_GUEST_CID: u32 = 0;
 
+/// Bytes of one rx buffer, header included (`VIRTIO_VSOCK_DEFAULT_RX_BUF_SIZE`).
+const RX_BUF_LEN: usize = kx::sys::SKB_WITH_OVERHEAD_4K as usize;
+/// Payload room of one rx buffer.
+const RX_PAYLOAD: u32 = (RX_BUF_LEN - HDR_LEN) as u32;
+/// Rx buffers handed to the core per round, so that the reply count is checked between rounds.
+const RX_BATCH: usize = 64;
+
 /// Event buffers kept in the event queue, as upstream.
 const EVENT_BUFS: usize = 8;
 /// `struct virtio_vsock_event`: a le32 event id.
-const EVENT_LEN: u32 = 4;
+const EVENT_LEN: usize = 4;
+/// `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`.
+const EVENT_TRANSPORT_RESET: u32 = 0;
 
-/// Fills the event queue, so that the device can report events (read in the next step; for now
-/// they are only counted, and the buffers taken back on removal).
-fn fill_events(vqs: &Virtqueues<SkBuff>) -> Result {
-    let mut vq = vqs.lock(VQ_EVENT).ok_or(EINVAL)?;
-    for _ in 0..EVENT_BUFS {
-        let skb = SkBuff::alloc_linear_pkt(EVENT_LEN, Gfp::Kernel)?;
-        vq.add_inbuf(skb, Gfp::Kernel, |s| s.linear_room_mut().unwrap_or(&mut []))
-            .map_err(|(e, _)| e)?;
-    }
-    vq.kick();
-    Ok(())
+/// Work items of [`Notify`].
+const W_RX: u64 = 0;
+const W_TX_DONE: u64 = 1;
+const W_SEND: u64 = 2;
+const W_EVENT: u64 = 3;
+
+/// Whether a device is bound (one at a time, as upstream).
+static BOUND: AtomicBool = AtomicBool::new(false);
+
+/// Whether a packet counts as a reply for the rx backpressure (upstream's `reply` packets: the
+/// RESPONSE to a request and the RST answering a packet).
+fn is_reply(hdr: &Hdr) -> bool {
+    matches!(hdr.op(), Some(Op::Response | Op::Rst))
 }
 
-/// Notifications per queue (interrupt context: atomics only).
-struct Counts([AtomicU64; 3]);
+/// The queues' notification handler and the work items it schedules, on the driver's own
+/// workqueue.  The work reaches the device through `dev`, which `remove` clears.
+#[pin_data]
+struct Notify {
+    wq: WorkQueue,
+    #[pin]
+    rx_work: Work<Notify, W_RX>,
+    #[pin]
+    tx_done_work: Work<Notify, W_TX_DONE>,
+    #[pin]
+    send_work: Work<Notify, W_SEND>,
+    #[pin]
+    event_work: Work<Notify, W_EVENT>,
+    #[pin]
+    dev: Mutex<Option<Arc<Dev>>>,
+}
 
-impl VqHandler for Counts {
-    fn notified(&self, index: usize) {
-        if let Some(c) = self.0.get(index) {
-            c.fetch_add(1, Ordering::Relaxed);
+impl_has_work! {
+    impl HasWork<Self, W_RX> for Notify { self.rx_work }
+    impl HasWork<Self, W_TX_DONE> for Notify { self.tx_done_work }
+    impl HasWork<Self, W_SEND> for Notify { self.send_work }
+    impl HasWork<Self, W_EVENT> for Notify { self.event_work }
+}
+
+impl Notify {
+    /// Schedules work item `which` (any context); nothing if it is pending already.
+    fn schedule(&self, this: Arc<Notify>, which: u64) {
+        // An item already queued gives the reference back, which is dropped here; it is never
+        // the last one (the caller holds another).
+        match which {
+            W_RX => drop(self.wq.enqueue::<_, W_RX>(this)),
+            W_TX_DONE => drop(self.wq.enqueue::<_, W_TX_DONE>(this)),
+            W_SEND => drop(self.wq.enqueue::<_, W_SEND>(this)),
+            _ => drop(self.wq.enqueue::<_, W_EVENT>(this)),
         }
+    }
+
+    /// The device, while bound.
+    fn dev(&self) -> Option<Arc<Dev>> {
+        self.dev.lock().clone()
+    }
+}
+
+impl VqHandler for Notify {
+    fn notified(this: ArcBorrow<'_, Self>, index: usize) {
+        let which = match index {
+            VQ_RX => W_RX,
+            VQ_TX => W_TX_DONE,
+            VQ_EVENT => W_EVENT,
+            _ => return,
+        };
+        this.schedule(this.into(), which);
+    }
+}
+
+impl WorkItem<W_RX> for Notify {
+    type Pointer = Arc<Notify>;
+
+    fn run(this: Arc<Notify>) {
+        if let Some(d) = this.dev() {
+            d.rx_work();
+        }
+    }
+}
+
+impl WorkItem<W_TX_DONE> for Notify {
+    type Pointer = Arc<Notify>;
+
+    fn run(this: Arc<Notify>) {
+        if let Some(d) = this.dev() {
+            d.tx_done_work();
+        }
+    }
+}
+
+impl WorkItem<W_SEND> for Notify {
+    type Pointer = Arc<Notify>;
+
+    fn run(this: Arc<Notify>) {
+        if let Some(d) = this.dev() {
+            d.send_work();
+        }
+    }
+}
+
+impl WorkItem<W_EVENT> for Notify {
+    type Pointer = Arc<Notify>;
+
+    fn run(this: Arc<Notify>) {
+        if let Some(d) = this.dev() {
+            d.event_work();
+        }
+    }
+}
+
+/// A bound device.
+///
+/// Lock order: `reg`, then `send_q`, then the tx queue; the rx and event queues are never held
+/// with another lock.  The core is called (`recv`, `set_local_cid`, `reset_all`) with `reg`
+/// held and no queue lock; it may call `send_pkt` from there.
+#[pin_data]
+struct Dev {
+    vqs: Virtqueues<SkBuff>,
+    notify: Arc<Notify>,
+    guest_cid: AtomicU64,
+    seqpacket: bool,
+    /// Cleared on removal: the work items stop touching the queues.
+    run: AtomicBool,
+    /// The registration with the core, taken out (unregistered) on removal.
+    #[pin]
+    reg: Mutex<Option<Pin<KBox<Registration<G2h>>>>>,
+    /// Packets waiting for room in the tx ring.
+    #[pin]
+    send_q: Mutex<SkbList>,
+    /// Replies in `send_q` (upstream's `queued_replies`).
+    queued_replies: AtomicU32,
+    /// Buffers in the rx ring, and the most there were (changed under the rx queue's lock).
+    rx_bufs: AtomicU32,
+    rx_max: AtomicU32,
+    /// Descriptors of the rx ring: the reply count that stops rx.
+    rx_ring: u32,
+}
+
+impl Dev {
+    fn schedule(&self, which: u64) {
+        self.notify.schedule(self.notify.clone(), which);
+    }
+
+    fn running(&self) -> bool {
+        self.run.load(Ordering::Acquire)
+    }
+
+    /// Whether rx may go on: fewer replies wait than the rx ring holds.
+    fn more_replies(&self) -> bool {
+        self.queued_replies.load(Ordering::Acquire) < self.rx_ring
+    }
+
+    /// `n` replies left the send queue; restarts rx if that brought the count under the limit.
+    fn replies_gone(&self, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let before = self
+            .queued_replies
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        if before >= self.rx_ring && before.saturating_sub(n) < self.rx_ring {
+            self.schedule(W_RX);
+        }
+    }
+
+    /// Fills the rx ring with fresh buffers and kicks (`virtio_vsock_rx_fill`).
+    fn rx_fill(&self, vq: &mut Virtqueue<'_, SkBuff>) {
+        loop {
+            let Ok(mut skb) = SkBuff::alloc_linear_pkt(RX_PAYLOAD, Gfp::Kernel) else {
+                break;
+            };
+            // The header room is zeroed, as upstream; the device writes the rest.
+            if let Some(room) = skb.linear_room_mut() {
+                for b in room.iter_mut().take(HDR_LEN) {
+                    b.write(0);
+                }
+            }
+            let added = vq.add_inbuf(skb, Gfp::Kernel, |s| {
+                let room = s.linear_room_mut().unwrap_or(&mut []);
+                let n = room.len().min(RX_BUF_LEN);
+                room.get_mut(..n).unwrap_or(&mut [])
+            });
+            if added.is_err() {
+                // The ring is full (or broken); the buffer is dropped with the error.
+                break;
+            }
+            let n = self.rx_bufs.fetch_add(1, Ordering::Relaxed) + 1;
+            self.rx_max.fetch_max(n, Ordering::Relaxed);
+        }
+        vq.kick();
+    }
+
+    /// Checks a used rx buffer of `len` bytes (as the device says): header and payload must
+    /// fit in what was lent and in what was written.  `None`: dropped.
+    fn rx_check(mut skb: SkBuff, len: u32) -> Option<SkBuff> {
+        let len = len as usize;
+        if !(HDR_LEN..=RX_BUF_LEN).contains(&len) {
+            return None;
+        }
+        let hdr = skb.hdr()?;
+        if hdr.len as usize > len - HDR_LEN {
+            return None;
+        }
+        if hdr.len > 0 {
+            skb.put_received(hdr.len).ok()?;
+        }
+        Some(skb)
+    }
+
+    /// Takes up to [`RX_BATCH`] checked packets off the rx ring and refills it.  The bool says
+    /// whether to come back for more.
+    fn rx_reap(&self, got: &mut SkbList) -> bool {
+        let Some(mut vq) = self.vqs.lock(VQ_RX) else {
+            return false;
+        };
+        if !self.running() {
+            return false;
+        }
+        let mut again = false;
+        'reap: loop {
+            vq.disable_cb();
+            loop {
+                if !self.more_replies() {
+                    // Stop until the replies drain (`replies_gone` restarts rx); callbacks
+                    // stay off.
+                    break 'reap;
+                }
+                if got.len() >= RX_BATCH {
+                    again = true;
+                    break 'reap;
+                }
+                let Some((skb, len)) = vq.get_buf() else {
+                    break;
+                };
+                let _ = self
+                    .rx_bufs
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                        Some(v.saturating_sub(1))
+                    });
+                if let Some(skb) = Self::rx_check(skb, len) {
+                    got.push_back(skb);
+                }
+            }
+            if vq.enable_cb() {
+                break;
+            }
+        }
+        if self.rx_bufs.load(Ordering::Relaxed) < self.rx_max.load(Ordering::Relaxed) / 2 {
+            self.rx_fill(&mut vq);
+        }
+        again
+    }
+
+    /// The rx work: reaps the rx ring and hands the packets to the core, outside the queue
+    /// lock.
+    fn rx_work(&self) {
+        loop {
+            let mut got = SkbList::new();
+            let again = self.rx_reap(&mut got);
+            if !got.is_empty() {
+                let reg = self.reg.lock();
+                if let Some(core) = reg.as_ref().and_then(|r| r.core()) {
+                    while let Some(skb) = got.pop_front() {
+                        core.recv(skb);
+                    }
+                };
+                // Left over (unregistered meanwhile): dropped with `got`.
+            }
+            if !again {
+                break;
+            }
+        }
+    }
+
+    /// Adds a packet to the tx ring: the header, the linear payload and the page fragments, as
+    /// segments the device reads.  The buffer comes back with the error (`ENOSPC`: ring full).
+    fn tx_add(
+        vq: &mut Virtqueue<'_, SkBuff>,
+        skb: SkBuff,
+    ) -> core::result::Result<(), (Error, SkBuff)> {
+        let mut complete = false;
+        let r = vq.add_sgs(skb, Gfp::Kernel, |s, sgs| {
+            let s: &SkBuff = s;
+            let Some(h) = s.hdr_bytes() else { return };
+            sgs.readable(h);
+            let linear = s.linear_data();
+            sgs.readable(linear);
+            let mut left = (s.len() as usize).saturating_sub(linear.len());
+            let mut i = 0;
+            while left > 0 {
+                let Some(f) = s.frag(i) else { break };
+                let n = f.len().min(left);
+                sgs.readable(f.get(..n).unwrap_or(&[]));
+                left -= n;
+                i += 1;
+            }
+            complete = left == 0;
+        });
+        match r {
+            Ok(()) if !complete => {
+                // Unreachable for the core's packets (their payload is all there).  The device
+                // has the buffer now: it reads a short packet and drops it.
+                pr_warn!("rvsock_virtio: sent a packet whose payload was incomplete\n");
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// Prepares a packet for the device: no user pages (the transport registers without
+    /// `MSG_ZEROCOPY`, so the core lends none; a copy covers any anyway), and the payload in
+    /// one segment.  Devices built on rust-vmm's `virtio-vsock` (vhost-device-vsock 0.3.0)
+    /// take a packet only as one descriptor, or a header descriptor and one data descriptor;
+    /// a payload in page fragments (the core's packets above about 32 KiB) is copied into a
+    /// linear buffer.  The copy releases the original, and with it the sender's unsent-byte
+    /// accounting, at once rather than when the device has read the packet.
+    fn tx_prepare(skb: SkBuff) -> Result<SkBuff> {
+        let mut skb = skb;
+        if skb.has_user_pages() {
+            skb.copy_user_pages(Gfp::Kernel)?;
+        }
+        let pieces = usize::from(!skb.linear_data().is_empty()) + skb.nr_frags();
+        if pieces <= 1 {
+            return Ok(skb);
+        }
+        let hdr = skb.hdr().ok_or(EINVAL)?;
+        let mut lin = SkBuff::alloc_linear_pkt(skb.len(), Gfp::Kernel)?;
+        lin.set_hdr(&hdr);
+        lin.append_from(&skb, 0, skb.len())?;
+        Ok(lin)
+    }
+
+    /// The send work: moves queued packets to the tx ring while it has room, one kick per
+    /// batch (`virtio_transport_send_pkt_work`).
+    fn send_work(&self) {
+        let mut gone_replies = 0u32;
+        {
+            let mut q = self.send_q.lock();
+            let Some(mut vq) = self.vqs.lock(VQ_TX) else {
+                return;
+            };
+            if !self.running() {
+                return;
+            }
+            let mut added = false;
+            while let Some(skb) = q.pop_front() {
+                let reply = skb.hdr().is_some_and(|h| is_reply(&h));
+                match Self::tx_add(&mut vq, skb) {
+                    Ok(()) => added = true,
+                    Err((e, skb)) if e == ENOSPC => {
+                        q.push_front(skb);
+                        break;
+                    }
+                    // Broken queue or unusable packet: dropped, as a lossy device would.
+                    Err(_) => {}
+                }
+                if reply {
+                    gone_replies += 1;
+                }
+            }
+            if added {
+                vq.kick();
+            }
+        }
+        self.replies_gone(gone_replies);
+    }
+
+    /// The tx completion work: frees the packets the device has read
+    /// (`virtio_transport_tx_work`), then lets the send work use the room.
+    fn tx_done_work(&self) {
+        let mut freed = false;
+        {
+            let Some(mut vq) = self.vqs.lock(VQ_TX) else {
+                return;
+            };
+            if !self.running() {
+                return;
+            }
+            loop {
+                vq.disable_cb();
+                while let Some((skb, _)) = vq.get_buf() {
+                    skb.consume();
+                    freed = true;
+                }
+                if vq.enable_cb() {
+                    break;
+                }
+            }
+        }
+        if freed && !self.send_q.lock().is_empty() {
+            self.schedule(W_SEND);
+        }
+    }
+
+    /// Lends an event buffer to the device (4 bytes at its head, zeroed first).
+    fn event_add(vq: &mut Virtqueue<'_, SkBuff>, mut skb: SkBuff) -> Result {
+        if let Some(room) = skb.linear_room_mut() {
+            for b in room.iter_mut().take(HDR_LEN) {
+                b.write(0);
+            }
+        }
+        vq.add_inbuf(skb, Gfp::Kernel, |s| {
+            let room = s.linear_room_mut().unwrap_or(&mut []);
+            room.get_mut(..EVENT_LEN).unwrap_or(&mut [])
+        })
+        .map_err(|(e, _)| e)
+    }
+
+    /// Fills the event queue with its buffers.
+    fn event_fill(&self) -> Result {
+        let mut vq = self.vqs.lock(VQ_EVENT).ok_or(EINVAL)?;
+        for _ in 0..EVENT_BUFS {
+            let skb = SkBuff::alloc_linear_pkt(EVENT_LEN as u32, Gfp::Kernel)?;
+            Self::event_add(&mut vq, skb)?;
+        }
+        vq.kick();
+        Ok(())
+    }
+
+    /// The event work: reads the events and gives their buffers back to the device
+    /// (`virtio_transport_event_work`).
+    fn event_work(&self) {
+        let mut reset = false;
+        {
+            let Some(mut vq) = self.vqs.lock(VQ_EVENT) else {
+                return;
+            };
+            if !self.running() {
+                return;
+            }
+            loop {
+                vq.disable_cb();
+                while let Some((skb, len)) = vq.get_buf() {
+                    // The buffer's head holds the event (the header room, zeroed before it was
+                    // lent): its first le32 is the low half of the decoded `src_cid`.
+                    if len as usize == EVENT_LEN
+                        && skb.hdr().map(|h| h.src_cid as u32) == Some(EVENT_TRANSPORT_RESET)
+                    {
+                        reset = true;
+                    }
+                    // On failure (ring broken) the buffer is dropped.
+                    let _ = Self::event_add(&mut vq, skb);
+                }
+                if vq.enable_cb() {
+                    break;
+                }
+            }
+            vq.kick();
+        }
+        if reset {
+            self.transport_reset();
+        }
+    }
+
+    /// `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` (after a migration): the CID may have changed and
+    /// every connection is gone.
+    fn transport_reset(&self) {
+        let cid = self.vqs.device().read_config_le64(CONFIG_GUEST_CID);
+        self.guest_cid.store(cid, Ordering::Release);
+        let reg = self.reg.lock();
+        if let Some(core) = reg.as_ref().and_then(|r| r.core()) {
+            core.set_local_cid(cid as u32);
+            core.reset_all();
+        };
+        pr_info!("rvsock_virtio: transport reset, guest CID {}\n", cid);
+    }
+
+    /// Stops the device: unregisters from the core (which resets every connection), stops the
+    /// work, and drops the device, which resets it, frees its buffers and deletes its queues.
+    fn teardown(notify: Arc<Notify>, d: Arc<Dev>) {
+        let reg = d.reg.lock().take();
+        drop(reg);
+        d.run.store(false, Ordering::Release);
+        // Wait for the work inside a queue; afterwards none touches one.
+        for i in 0..d.vqs.len() {
+            drop(d.vqs.lock(i));
+        }
+        *notify.dev.lock() = None;
+        notify.wq.flush();
+        // The last reference (the work that cloned one has finished): the device is reset, its
+        // buffers freed and its queues deleted, so no more notifications.
+        drop(d);
+        // Work queued by the last notifications finds no device; once it has run, nothing
+        // else holds `notify`, and dropping it destroys the workqueue here, not in its work.
+        notify.wq.flush();
+        drop(notify);
+    }
+}
+
+/// The transport the core calls.
+struct G2h {
+    dev: Arc<Dev>,
+}
+
+impl Transport for G2h {
+    fn send_pkt(&self, _core: &Core<'_>, skb: SkBuff) -> Result {
+        let d = &self.dev;
+        let hdr = skb.hdr().ok_or(EINVAL)?;
+        if hdr.dst_cid == d.guest_cid.load(Ordering::Acquire) {
+            // To ourselves: that is the loopback's (upstream refuses too).
+            return Err(ENODEV);
+        }
+        if !d.running() {
+            return Err(ENODEV);
+        }
+        let skb = Dev::tx_prepare(skb)?;
+        let mut q = d.send_q.lock();
+        let skb = if q.is_empty() {
+            // Straight into the ring from the sender's context.
+            let mut vq = d.vqs.lock(VQ_TX).ok_or(ENODEV)?;
+            match Dev::tx_add(&mut vq, skb) {
+                Ok(()) => {
+                    vq.kick();
+                    return Ok(());
+                }
+                Err((e, skb)) if e == ENOSPC => skb,
+                Err((e, _)) => return Err(e),
+            }
+        } else {
+            skb
+        };
+        if is_reply(&hdr) {
+            d.queued_replies.fetch_add(1, Ordering::AcqRel);
+        }
+        q.push_back(skb);
+        drop(q);
+        d.schedule(W_SEND);
+        Ok(())
+    }
+
+    fn cancel_pkt(&self, sk: *mut c_void) {
+        let d = &self.dev;
+        let mut replies = 0u32;
+        {
+            let mut q = d.send_q.lock();
+            let mut keep = SkbList::new();
+            while let Some(skb) = q.pop_front() {
+                if skb.owner().cast::<c_void>() == sk {
+                    if skb.hdr().is_some_and(|h| is_reply(&h)) {
+                        replies += 1;
+                    }
+                    drop(skb);
+                } else {
+                    keep.push_back(skb);
+                }
+            }
+            *q = keep;
+        }
+        d.replies_gone(replies);
+    }
+
+    fn seqpacket_allow(&self, _remote_cid: u32) -> bool {
+        self.dev.seqpacket
     }
 }
 
 /// What the driver keeps per device.
 struct VsockDev {
-    vqs: Virtqueues<SkBuff>,
-    counts: Arc<Counts>,
-    guest_cid: u64,
+    notify: Arc<Notify>,
+    dev: Arc<Dev>,
 }
 
 struct VirtioVsock;
+
+impl VirtioVsock {
+    fn probe_bound(vdev: &Device) -> Result<VsockDev> {
+        let wq = WorkQueue::new(c_str!("rvsock_virtio"))?;
+        let notify = Arc::pin_init(
+            pin_init!(Notify {
+                wq,
+                rx_work <- new_work!("rvsock_virtio::rx"),
+                tx_done_work <- new_work!("rvsock_virtio::tx_done"),
+                send_work <- new_work!("rvsock_virtio::send"),
+                event_work <- new_work!("rvsock_virtio::event"),
+                dev <- new_mutex!(None),
+            }),
+            GFP_KERNEL,
+        )?;
+        let vqs = vdev.find_vqs::<Notify, SkBuff>(&VQ_NAMES, notify.clone())?;
+        let guest_cid = vdev.read_config_le64(CONFIG_GUEST_CID);
+        let seqpacket = vdev.has_feature(virtio::VSOCK_F_SEQPACKET);
+        let rx_ring = vqs.lock(VQ_RX).map_or(0, |vq| vq.vring_size());
+        let notify_ref = notify.clone();
+        let d = Arc::pin_init(
+            pin_init!(Dev {
+                vqs,
+                notify: notify_ref,
+                guest_cid: AtomicU64::new(guest_cid),
+                seqpacket,
+                run: AtomicBool::new(true),
+                reg <- new_mutex!(None),
+                send_q <- new_mutex!(SkbList::new()),
+                queued_replies: AtomicU32::new(0),
+                rx_bufs: AtomicU32::new(0),
+                rx_max: AtomicU32::new(0),
+                rx_ring,
+            }),
+            GFP_KERNEL,
+        )?;
+        *notify.dev.lock() = Some(d.clone());
+        vdev.ready();
+        let filled = match d.vqs.lock(VQ_RX) {
+            Some(mut vq) => {
+                d.rx_fill(&mut vq);
+                Ok(())
+            }
+            None => Err(EINVAL),
+        }
+        .and_then(|()| d.event_fill())
+        .and_then(|()| {
+            let mut reg = d.reg.lock();
+            let info = Info {
+                name: c_str!("virtio"),
+                features: features::G2H,
+                local_cid: guest_cid as u32,
+                msgzerocopy: false,
+            };
+            *reg = Some(Registration::register(
+                info,
+                &THIS_MODULE,
+                G2h { dev: d.clone() },
+            )?);
+            Ok(())
+        });
+        if let Err(e) = filled {
+            Dev::teardown(notify, d);
+            return Err(e);
+        }
+        pr_info!(
+            "virtio{}: guest CID {}, seqpacket {}, rings rx {} ({} buffers) tx {} event {}\n",
+            vdev.index(),
+            guest_cid,
+            seqpacket,
+            rx_ring,
+            d.rx_bufs.load(Ordering::Relaxed),
+            d.vqs.lock(VQ_TX).map_or(0, |vq| vq.vring_size()),
+            d.vqs.lock(VQ_EVENT).map_or(0, |vq| vq.vring_size())
+        );
+        Ok(VsockDev { notify, dev: d })
+    }
+}
 
 #[vtable]
 impl virtio::Driver for VirtioVsock {
@@ -96,56 +734,26 @@ impl virtio::Driver for VirtioVsock {
     }];
     const FEATURES: &'static [u32] = &[virtio::VSOCK_F_SEQPACKET];
 
-    fn probe(dev: &Device) -> Result<VsockDev> {
-        let counts = Arc::new(
-            Counts([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]),
-            GFP_KERNEL,
-        )?;
-        let vqs = dev.find_vqs::<Counts, SkBuff>(&VQ_NAMES, counts.clone())?;
-        let guest_cid = dev.read_config_le64(CONFIG_GUEST_CID);
-        dev.ready();
-        fill_events(&vqs)?;
-        let ring = |i| vqs.lock(i).map_or(0, |vq| vq.vring_size());
-        pr_info!(
-            "virtio{}: guest CID {}, seqpacket {}, rings rx {} tx {} event {}\n",
-            dev.index(),
-            guest_cid,
-            dev.has_feature(virtio::VSOCK_F_SEQPACKET),
-            ring(VQ_RX),
-            ring(VQ_TX),
-            ring(VQ_EVENT)
-        );
-        Ok(VsockDev {
-            vqs,
-            counts,
-            guest_cid,
-        })
+    fn probe(vdev: &Device) -> Result<VsockDev> {
+        if BOUND
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(EBUSY);
+        }
+        let r = Self::probe_bound(vdev);
+        if r.is_err() {
+            BOUND.store(false, Ordering::Release);
+        }
+        r
     }
 
-    fn remove(dev: &Device, data: VsockDev) {
-        let VsockDev {
-            vqs,
-            counts,
-            guest_cid,
-        } = data;
-        let vqs = vqs.shutdown();
-        let mut unused = 0usize;
-        for i in 0..VQ_NAMES.len() {
-            while vqs.detach_unused(i).is_some() {
-                unused += 1;
-            }
-        }
-        drop(vqs);
-        let n = |i: usize| counts.0[i].load(Ordering::Relaxed);
-        pr_info!(
-            "virtio{}: removed (guest CID {}); {} unused buffers; notifications rx {} tx {} event {}\n",
-            dev.index(),
-            guest_cid,
-            unused,
-            n(VQ_RX),
-            n(VQ_TX),
-            n(VQ_EVENT)
-        );
+    fn remove(vdev: &Device, data: VsockDev) {
+        let VsockDev { notify, dev } = data;
+        let cid = dev.guest_cid.load(Ordering::Relaxed);
+        Dev::teardown(notify, dev);
+        BOUND.store(false, Ordering::Release);
+        pr_info!("virtio{}: removed (guest CID {})\n", vdev.index(), cid);
     }
 }
 
