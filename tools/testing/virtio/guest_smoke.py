@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 
+from smoke_common import pattern, recv_exact, recv_line
+
 T0 = time.monotonic()
 fails = []
 
@@ -33,31 +35,6 @@ def check(ok, what):
 def run(cmd):
     r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=60)
     return r.returncode, (r.stdout + r.stderr).strip()
-
-
-def recv_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        b = s.recv(min(65536, n - len(buf)))
-        if not b:
-            break
-        buf += b
-    return bytes(buf)
-
-
-def recv_line(s):
-    buf = bytearray()
-    while not buf.endswith(b"\n"):
-        b = s.recv(1)
-        if not b:
-            break
-        buf += b
-    return buf.decode(errors="replace").strip()
-
-
-def pattern(n, seed):
-    block = hashlib.sha256(seed).digest() * 2048  # 64 KiB
-    return (block * (n // len(block) + 1))[:n]
 
 
 def server(ls, result):

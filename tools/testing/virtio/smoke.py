@@ -20,8 +20,9 @@ import tempfile
 import threading
 import time
 
+from smoke_common import pattern, recv_exact, recv_line
+
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-DAEMON = "/var/cache/rvsock/vhost-device-vsock-0.3.0/bin/vhost-device-vsock"
 T0 = time.monotonic()
 fails = []
 
@@ -34,31 +35,6 @@ def check(ok, what):
     say(("PASS " if ok else "FAIL ") + what)
     if not ok:
         fails.append(what)
-
-
-def pattern(n, seed):
-    block = hashlib.sha256(seed).digest() * 2048
-    return (block * (n // len(block) + 1))[:n]
-
-
-def recv_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        b = s.recv(min(65536, n - len(buf)))
-        if not b:
-            break
-        buf += b
-    return bytes(buf)
-
-
-def recv_line(s):
-    buf = bytearray()
-    while not buf.endswith(b"\n"):
-        b = s.recv(1)
-        if not b:
-            break
-        buf += b
-    return buf.decode(errors="replace").strip()
 
 
 def serve_one(c):
@@ -144,27 +120,18 @@ def main():
     ap.add_argument("--timeout", type=int, default=420)
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="rvsock-virtio.")
-    ctl, uds = os.path.join(d, "ctl.sock"), os.path.join(d, "vm.vsock")
+    uds = os.path.join(d, "vm.vsock")
     stop = threading.Event()
-    daemon = subprocess.Popen([DAEMON, "--guest-cid=3", f"--socket={ctl}", f"--uds-path={uds}"],
-                              stdout=open(os.path.join(d, "daemon.log"), "w"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
     vm = None
     try:
-        for _ in range(100):
-            if os.path.exists(ctl):
-                break
-            time.sleep(0.1)
-        check(os.path.exists(ctl), f"vhost-device-vsock up ({ctl})")
         lt = threading.Thread(target=host_listener, args=(uds + "_5678", stop), daemon=True)
         lt.start()
         log = os.path.join(TOP, "target", "virtio-smoke", "console.log")
         os.makedirs(os.path.dirname(log), exist_ok=True)
-        qemu = (f"-object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem "
-                f"-chardev socket,id=c0,path={ctl} -device vhost-user-vsock-pci,chardev=c0")
+        # run.sh starts vhost-device-vsock (guest CID 3, its sockets in d) and stops it after.
         vm = subprocess.Popen(
             [os.path.join(TOP, "tools/testing/vm/run.sh"), "--timeout", str(args.timeout),
-             "--log", log, "--memory", "1G", "--qemu-opts", qemu, "--",
+             "--log", log, "--memory", "1G", "--vhost-user-vsock", f"3:{d}", "--",
              "/usr/bin/python3 tools/testing/virtio/guest_smoke.py"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         boot_t = time.monotonic()
@@ -193,12 +160,12 @@ def main():
     finally:
         stop.set()
         if vm and vm.poll() is None:
-            os.killpg(vm.pid, 9)
-        os.killpg(daemon.pid, 15)
-        try:
-            daemon.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, 9)
+            # SIGTERM first: run.sh's exit trap stops the daemon.
+            os.killpg(vm.pid, 15)
+            try:
+                vm.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(vm.pid, 9)
         shutil.rmtree(d, ignore_errors=True)
     say("RESULT " + ("pass" if not fails else "fail: " + "; ".join(fails)))
     return 1 if fails else 0
