@@ -24,6 +24,9 @@
 #                      stopped when the VM ends; its log is the console log's name with
 #                      .vhost-device-vsock.log in place of .log.  DIR is created; a short path
 #                      without blanks or commas (Unix socket paths are limited to 107 bytes)
+#   --vhost-user-socket SOCKET
+#                      the same device, from a vhost-user-vsock daemon that the caller started
+#                      and stops (one daemon serves sibling guests: its --vm ...,socket=SOCKET)
 #
 # COMMAND runs as root in the guest through `sh -c`, with the repository root as its working
 # directory and the host's file system read-only.  The exit status is COMMAND's; 124 means the
@@ -56,6 +59,7 @@ rwdirs=()
 appends=()
 qemu_opts=()
 vuv=
+vus=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--timeout) timeout_s=$2; shift 2 ;;
@@ -68,6 +72,7 @@ while [ $# -gt 0 ]; do
 	--qemu-opts) qemu_opts+=("$2"); shift 2 ;;
 	--show) show=1; shift ;;
 	--vhost-user-vsock) vuv=$2; shift 2 ;;
+	--vhost-user-socket) vus=$2; shift 2 ;;
 	-h | --help) usage ;;
 	--) shift; break ;;
 	-*) usage ;;
@@ -124,12 +129,18 @@ if [ -n "$vuv" ]; then
 	# vng splits --qemu-opts on blanks, and QEMU options separate their fields with commas.
 	[[ $vuv_dir =~ [[:space:],] ]] && die "--vhost-user-vsock: DIR '$vuv_dir' has blanks or commas"
 	[ ${#vuv_dir} -le 90 ] || die "--vhost-user-vsock: DIR '$vuv_dir' too long for Unix sockets"
+	vus=$vuv_dir/ctl.sock
+elif [ -n "$vus" ]; then
+	[ -S "$vus" ] || die "--vhost-user-socket: $vus is not a socket"
+	[[ $vus =~ [[:space:],] ]] && die "--vhost-user-socket: '$vus' has blanks or commas"
+fi
+if [ -n "$vus" ]; then
 	# The memfd backend must be exactly the size of -m, which vng passes --memory to unchanged:
 	# QEMU reads a plain number there as MiB, but as bytes in size=.
 	vuv_mem=$memory
 	[[ $vuv_mem =~ ^[0-9]+$ ]] && vuv_mem=${vuv_mem}M
 	qemu_opts+=("-object memory-backend-memfd,id=mem,size=$vuv_mem,share=on"
-		"-numa node,memdev=mem -chardev socket,id=c0,path=$vuv_dir/ctl.sock"
+		"-numa node,memdev=mem -chardev socket,id=c0,path=$vus"
 		"-device vhost-user-vsock-pci,chardev=c0")
 fi
 
