@@ -192,7 +192,8 @@ pub(crate) fn reset_for_transport(core: &Core, g: &mut Guard<'_>, id: u64, gfp: 
     if !mine {
         return false;
     }
-    g.state().transport_gone = true;
+    let was_done = g.state().conn.done;
+    g.state().transport_gone = Some(was_done);
     let fx = g.state().conn.transport_reset();
     let mut out = Outbox::new();
     apply(core, g, fx, None, &mut out, gfp);

@@ -518,11 +518,12 @@ impl SocketOps for Vsock {
         let mut g = sk.lock();
         let st = g.state();
         if st.transport.is_none() || st.conn.state != SkState::Established {
-            // After a transport reset the error comes first, then end of file.
-            if st.conn.done && st.transport_gone && sk.err() != 0 {
-                sk.take_err()?;
-            }
-            return if st.conn.done {
+            // End of file once the connection ended (`SOCK_DONE`), else not connected.  A reset
+            // because the transport or its device went away leaves `SOCK_DONE` as it was, as
+            // upstream's `virtio_vsock_reset_sock` does: reads give ENOTCONN, with ECONNRESET
+            // pending in SO_ERROR (a reader blocked at the time gets ECONNRESET).
+            let done = st.transport_gone.unwrap_or(st.conn.done);
+            return if done {
                 Ok(0)
             } else {
                 Err(err(Errno::ENOTCONN))

@@ -239,8 +239,10 @@ pub(crate) struct State {
     pub(crate) pending_response: Option<SkBuff>,
     /// The remote address exactly as `connect` was given it (`getpeername` returns it).
     pub(crate) remote_raw: Option<[u8; SOCKADDR_VM_LEN]>,
-    /// The connection was reset because its transport went away: reads report it.
-    pub(crate) transport_gone: bool,
+    /// The connection was reset because its transport went away, and whether it had ended
+    /// (upstream's `SOCK_DONE`) before that: reads report what upstream's
+    /// `virtio_vsock_reset_sock` leaves.
+    pub(crate) transport_gone: Option<bool>,
 }
 
 /// The protocol state of a fresh connection of type `ty` with receive buffer `buf_alloc`, with
@@ -269,7 +271,7 @@ impl State {
             dead: false,
             pending_response: None,
             remote_raw: None,
-            transport_gone: false,
+            transport_gone: None,
         }
     }
 
