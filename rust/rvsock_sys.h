@@ -295,7 +295,9 @@ void rvsock_hv_config_get(struct virtio_device *vdev, unsigned int offset, void 
 			  unsigned int len);
 bool rvsock_hv_device_ready(struct virtio_device *vdev);
 bool rvsock_hv_virt_addr_valid(const void *addr);
-void rvsock_hv_msleep(unsigned int ms);
+/* The end of a device's virtqueues: wait for it (bounded), and signal it. */
+bool rvsock_hv_wait_vqs_gone(struct virtio_device *vdev, unsigned int timeout_ms);
+void rvsock_hv_vqs_gone(struct virtio_device *vdev);
 /* A private workqueue of the driver (alloc_workqueue(), flush_workqueue(), destroy_workqueue()). */
 struct workqueue_struct *rvsock_hv_alloc_wq(const char *name);
 void rvsock_hv_flush_wq(struct workqueue_struct *wq);
