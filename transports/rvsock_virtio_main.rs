@@ -43,6 +43,7 @@ use kx::transport::{features, Core, Info, Registration, Transport};
 use kx::virtio::{self, Device, DeviceId, Virtqueue, Virtqueues, VqHandler, WorkQueue};
 use kx::Gfp;
 use proto::hdr::{Hdr, Op, HDR_LEN};
+use proto::virtio::{event_id, EVENT_LEN, EVENT_TRANSPORT_RESET};
 
 kx::import_rvsock_namespace!();
 
@@ -73,10 +74,6 @@ const RX_BATCH: usize = 64;
 
 /// Event buffers kept in the event queue, as upstream.
 const EVENT_BUFS: usize = 8;
-/// `struct virtio_vsock_event`: a le32 event id.
-const EVENT_LEN: usize = 4;
-/// `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`.
-const EVENT_TRANSPORT_RESET: u32 = 0;
 
 /// Work items of [`Notify`].
 const W_RX: u64 = 0;
@@ -514,11 +511,10 @@ impl Dev {
             loop {
                 vq.disable_cb();
                 while let Some((skb, len)) = vq.get_buf() {
-                    // The buffer's head holds the event (the header room, zeroed before it was
-                    // lent): its first le32 is the low half of the decoded `src_cid`.
-                    if len as usize == EVENT_LEN
-                        && skb.hdr().map(|h| h.src_cid as u32) == Some(EVENT_TRANSPORT_RESET)
-                    {
+                    // The buffer lent is the first `EVENT_LEN` bytes at the head of the skb (its
+                    // header room, zeroed before it was lent): a `struct virtio_vsock_event`.
+                    let lent = skb.hdr_bytes().and_then(|b| b.get(..EVENT_LEN));
+                    if lent.and_then(|b| event_id(len, b)) == Some(EVENT_TRANSPORT_RESET) {
                         reset = true;
                     }
                     // On failure (ring broken) the buffer is dropped.
