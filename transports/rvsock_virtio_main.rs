@@ -28,7 +28,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::c_str;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
-use kernel::workqueue::{Work, WorkItem};
+use kernel::workqueue::{HasWork, Work, WorkItem};
 use kernel::{impl_has_work, new_mutex, new_work};
 
 #[allow(dead_code, unsafe_code)]
@@ -75,7 +75,7 @@ const RX_BATCH: usize = 64;
 /// Event buffers kept in the event queue, as upstream.
 const EVENT_BUFS: usize = 8;
 
-/// Work items of [`Notify`].
+/// The jobs of [`Notify`]'s work items: the id of each one's `Work` field.
 const W_RX: u64 = 0;
 const W_TX_DONE: u64 = 1;
 const W_SEND: u64 = 2;
@@ -115,16 +115,14 @@ impl_has_work! {
 }
 
 impl Notify {
-    /// Schedules work item `which` (any context); nothing if it is pending already.
-    fn schedule(&self, this: Arc<Notify>, which: u64) {
+    /// Schedules the work item of job `W` (any context); nothing if it is pending already.
+    fn schedule<const W: u64>(&self, this: Arc<Notify>)
+    where
+        Notify: HasWork<Notify, W>,
+    {
         // An item already queued gives the reference back, which is dropped here; it is never
         // the last one (the caller holds another).
-        match which {
-            W_RX => drop(self.wq.enqueue::<_, W_RX>(this)),
-            W_TX_DONE => drop(self.wq.enqueue::<_, W_TX_DONE>(this)),
-            W_SEND => drop(self.wq.enqueue::<_, W_SEND>(this)),
-            _ => drop(self.wq.enqueue::<_, W_EVENT>(this)),
-        }
+        drop(self.wq.enqueue::<_, W>(this));
     }
 
     /// The device, while bound.
@@ -135,52 +133,25 @@ impl Notify {
 
 impl VqHandler for Notify {
     fn notified(this: ArcBorrow<'_, Self>, index: usize) {
-        let which = match index {
-            VQ_RX => W_RX,
-            VQ_TX => W_TX_DONE,
-            VQ_EVENT => W_EVENT,
-            _ => return,
-        };
-        this.schedule(this.into(), which);
-    }
-}
-
-impl WorkItem<W_RX> for Notify {
-    type Pointer = Arc<Notify>;
-
-    fn run(this: Arc<Notify>) {
-        if let Some(d) = this.dev() {
-            d.rx_work();
+        match index {
+            VQ_RX => this.schedule::<W_RX>(this.into()),
+            VQ_TX => this.schedule::<W_TX_DONE>(this.into()),
+            VQ_EVENT => this.schedule::<W_EVENT>(this.into()),
+            _ => {}
         }
     }
 }
 
-impl WorkItem<W_TX_DONE> for Notify {
+/// Every work item of [`Notify`] runs its job on the device, while bound.
+impl<const W: u64> WorkItem<W> for Notify
+where
+    Notify: HasWork<Notify, W>,
+{
     type Pointer = Arc<Notify>;
 
     fn run(this: Arc<Notify>) {
         if let Some(d) = this.dev() {
-            d.tx_done_work();
-        }
-    }
-}
-
-impl WorkItem<W_SEND> for Notify {
-    type Pointer = Arc<Notify>;
-
-    fn run(this: Arc<Notify>) {
-        if let Some(d) = this.dev() {
-            d.send_work();
-        }
-    }
-}
-
-impl WorkItem<W_EVENT> for Notify {
-    type Pointer = Arc<Notify>;
-
-    fn run(this: Arc<Notify>) {
-        if let Some(d) = this.dev() {
-            d.event_work();
+            d.run_job(W);
         }
     }
 }
@@ -214,8 +185,22 @@ struct Dev {
 }
 
 impl Dev {
-    fn schedule(&self, which: u64) {
-        self.notify.schedule(self.notify.clone(), which);
+    fn schedule<const W: u64>(&self)
+    where
+        Notify: HasWork<Notify, W>,
+    {
+        self.notify.schedule::<W>(self.notify.clone());
+    }
+
+    /// Runs job `which` (a work item of [`Notify`]).
+    fn run_job(&self, which: u64) {
+        match which {
+            W_RX => self.rx_work(),
+            W_TX_DONE => self.tx_done_work(),
+            W_SEND => self.send_work(),
+            W_EVENT => self.event_work(),
+            _ => {}
+        }
     }
 
     fn running(&self) -> bool {
@@ -239,7 +224,7 @@ impl Dev {
             })
             .unwrap_or(0);
         if before >= self.rx_ring && before.saturating_sub(n) < self.rx_ring {
-            self.schedule(W_RX);
+            self.schedule::<W_RX>();
         }
     }
 
@@ -468,7 +453,7 @@ impl Dev {
             }
         }
         if freed && !self.send_q.lock().is_empty() {
-            self.schedule(W_SEND);
+            self.schedule::<W_SEND>();
         }
     }
 
@@ -603,7 +588,7 @@ impl Transport for G2h {
         }
         q.push_back(skb);
         drop(q);
-        d.schedule(W_SEND);
+        d.schedule::<W_SEND>();
         Ok(())
     }
 
