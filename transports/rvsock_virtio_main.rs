@@ -9,7 +9,7 @@
 //! - three queues: rx (buffers of `SKB_WITH_OVERHEAD(4096)` bytes, header and payload in one
 //!   descriptor, refilled below half), tx, and event (8 buffers);
 //! - every used rx buffer is checked against what was lent and against the header's `len`
-//!   before the core sees it; the device is untrusted;
+//!   before the core sees it (`proto::virtio::validate_rx`); the device is untrusted;
 //! - reply backpressure: while the replies (RESPONSE, RST) waiting in the send queue reach the
 //!   rx ring's size, rx stops, and restarts when they drain;
 //! - `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` re-reads the CID and resets every connection;
@@ -43,7 +43,7 @@ use kx::transport::{features, Core, Info, Registration, Transport};
 use kx::virtio::{self, Device, DeviceId, Virtqueue, Virtqueues, VqHandler, WorkQueue};
 use kx::Gfp;
 use proto::hdr::{Hdr, Op, HDR_LEN};
-use proto::virtio::{event_id, EVENT_LEN, EVENT_TRANSPORT_RESET};
+use proto::virtio::{event_id, validate_rx, EVENT_LEN, EVENT_TRANSPORT_RESET};
 
 kx::import_rvsock_namespace!();
 
@@ -255,19 +255,14 @@ impl Dev {
         vq.kick();
     }
 
-    /// Checks a used rx buffer of `len` bytes (as the device says): header and payload must
-    /// fit in what was lent and in what was written.  `None`: dropped.
+    /// Checks a used rx buffer of `len` bytes (as the device says) with
+    /// [`proto::virtio::validate_rx`]: header and payload must fit in what was lent and in what
+    /// was written.  `None`: dropped.
     fn rx_check(mut skb: SkBuff, len: u32) -> Option<SkBuff> {
-        let len = len as usize;
-        if !(HDR_LEN..=RX_BUF_LEN).contains(&len) {
-            return None;
-        }
         let hdr = skb.hdr()?;
-        if hdr.len as usize > len - HDR_LEN {
-            return None;
-        }
-        if hdr.len > 0 {
-            skb.put_received(hdr.len).ok()?;
+        let payload = validate_rx(len, RX_BUF_LEN, &hdr).ok()?;
+        if payload > 0 {
+            skb.put_received(payload).ok()?;
         }
         Some(skb)
     }
