@@ -305,6 +305,8 @@ void rvsock_hv_destroy_wq(struct workqueue_struct *wq);
 /* The number of page fragments of @skb, and the address and size of fragment @i (NULL if none). */
 unsigned int rvsock_hv_skb_nr_frags(const struct sk_buff *skb);
 const void *rvsock_hv_skb_frag(const struct sk_buff *skb, unsigned int i, unsigned int *len);
+/* The rx_buf_size parameter of rvsock_virtio.ko (declared in rust/virtio_helpers.c). */
+unsigned int rvsock_hv_rx_buf_size(void);
 
 /*
  * Module parameters of rvsock_test_transport.ko (6.12's Rust module! has none; they are

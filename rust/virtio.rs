@@ -848,6 +848,18 @@ impl<B: Buffer> Virtqueue<'_, B> {
     }
 }
 
+/// The module parameters of `rvsock_virtio.ko`, declared in C (`rust/virtio_helpers.c`): 6.12's
+/// `module!` has none.
+pub(crate) mod params {
+    use crate::kx::sys;
+
+    /// `rx_buf_size`: bytes of one rx buffer, header included, as given (unchecked).
+    pub(crate) fn rx_buf_size() -> u32 {
+        // SAFETY: A read of a read-only parameter, set before the module's `init` runs.
+        unsafe { sys::rvsock_hv_rx_buf_size() }
+    }
+}
+
 /// A private workqueue (`alloc_workqueue`), drained and destroyed on drop.  It dereferences to
 /// the `kernel` crate's [`kernel::workqueue::Queue`], so work items are enqueued as on the
 /// system queues.

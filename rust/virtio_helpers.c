@@ -4,6 +4,9 @@
  * include/linux/virtio_config.h, which Rust cannot call.  Linked into rvsock_virtio.ko only (not
  * exported), so that rvsock.ko does not depend on CONFIG_VIRTIO.
  */
+#include <linux/moduleparam.h>
+#include <linux/sizes.h>
+#include <linux/skbuff.h>
 #include <linux/wait.h>
 #include "rvsock_sys.h"
 
@@ -98,4 +101,19 @@ const void *rvsock_hv_skb_frag(const struct sk_buff *skb, unsigned int i, unsign
 	f = &skb_shinfo(skb)->frags[i];
 	*len = skb_frag_size(f);
 	return skb_frag_address(f);
+}
+
+/*
+ * Module parameter of rvsock_virtio.ko (6.12's Rust module! has none), read through
+ * rust/virtio.rs.  The default fills an order-4 (64 KiB) allocation exactly; the driver clamps
+ * the value to 3776 .. 65580 (upstream's 4 KiB buffer .. a header and a 64 KiB payload).
+ */
+static unsigned int rx_buf_size = SKB_WITH_OVERHEAD(SZ_64K);
+module_param(rx_buf_size, uint, 0444);
+MODULE_PARM_DESC(rx_buf_size,
+		 "bytes of one rx buffer, 44-byte header included (3776 .. 65580, default 65216)");
+
+unsigned int rvsock_hv_rx_buf_size(void)
+{
+	return rx_buf_size;
 }

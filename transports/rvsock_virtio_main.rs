@@ -6,8 +6,8 @@
 //!
 //! - one device at a time (a second one gets `EBUSY`); its guest CID, read from the
 //!   configuration space, is the transport's local CID;
-//! - three queues: rx (buffers of `SKB_WITH_OVERHEAD(4096)` bytes, header and payload in one
-//!   descriptor, refilled below half), tx, and event (8 buffers);
+//! - three queues: rx (header and payload in one descriptor, refilled below half), tx, and
+//!   event (8 buffers);
 //! - every used rx buffer is checked against what was lent and against the header's `len`
 //!   before the core sees it (`proto::virtio::validate_rx`); the device is untrusted;
 //! - reply backpressure: while the replies (RESPONSE, RST) waiting in the send queue reach the
@@ -15,9 +15,16 @@
 //! - `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` re-reads the CID and resets every connection;
 //! - `SOCK_SEQPACKET` only with `VIRTIO_VSOCK_F_SEQPACKET`.
 //!
-//! Beyond upstream: a packet is added to the tx ring straight from the sender's context when
-//! nothing waits in the send queue (it falls back to the queue and the send work when the ring
-//! is full), and the send work kicks once per batch.
+//! Beyond upstream: rx buffers are larger, 64 KiB (an order-4 allocation) less the skb overhead
+//! by default, and bounded in number; the `rx_buf_size` module parameter sets their size,
+//! header included, from upstream's `SKB_WITH_OVERHEAD(4096)` to a header and a 64 KiB payload
+//! (clamped, with a warning).  Upstream's 4 KiB buffers cost 18 packets, and as many used
+//! buffers to reap, per 64 KiB the host sends; these, two.  At most 128 buffers are posted, and
+//! at most as many as fit in 2 MiB (`proto::virtio::rx_buf_count`): 32 by default, 128 (the
+//! ring, as upstream) at 4 KiB.  A large buffer that cannot be allocated is replaced by one of
+//! upstream's size.  Also, a packet is added to the tx ring straight from the sender's context
+//! when nothing waits in the send queue (it falls back to the queue and the send work when the
+//! ring is full), and the send work kicks once per batch.
 //!
 //! Work runs on a private workqueue; the queue callbacks (interrupt context) only schedule it.
 
@@ -43,7 +50,10 @@ use kx::transport::{features, Core, Info, Registration, Transport};
 use kx::virtio::{self, Device, DeviceId, Virtqueue, Virtqueues, VqHandler, WorkQueue};
 use kx::Gfp;
 use proto::hdr::{Hdr, Op, HDR_LEN};
-use proto::virtio::{event_id, validate_rx, EVENT_LEN, EVENT_TRANSPORT_RESET};
+use proto::virtio::{
+    event_id, rx_buf_cost, rx_buf_count, rx_buf_size, validate_rx, EVENT_LEN,
+    EVENT_TRANSPORT_RESET, RX_BUF_MAX,
+};
 
 kx::import_rvsock_namespace!();
 
@@ -65,10 +75,11 @@ const VQ_NAMES: [&CStr; 3] = [c_str!("rx"), c_str!("tx"), c_str!("event")];
 /// Offset of `guest_cid` (le64) in `struct virtio_vsock_config`.
 const CONFIG_GUEST_CID: u32 = 0;
 
-/// Bytes of one rx buffer, header included (`VIRTIO_VSOCK_DEFAULT_RX_BUF_SIZE`).
-const RX_BUF_LEN: usize = kx::sys::SKB_WITH_OVERHEAD_4K as usize;
-/// Payload room of one rx buffer.
-const RX_PAYLOAD: u32 = (RX_BUF_LEN - HDR_LEN) as u32;
+/// The smallest rx buffer, header included: upstream's (`VIRTIO_VSOCK_DEFAULT_RX_BUF_SIZE`,
+/// one page less the `skb_shared_info`).
+const RX_BUF_MIN: u32 = kx::sys::SKB_WITH_OVERHEAD_4K;
+/// `SKB_DATA_ALIGN(sizeof(struct skb_shared_info))`: what a linear skb adds to its data.
+const SKB_SHINFO: u32 = 4096 - RX_BUF_MIN;
 /// Rx buffers handed to the core per round, so that the reply count is checked between rounds.
 const RX_BATCH: usize = 64;
 
@@ -180,6 +191,10 @@ struct Dev {
     /// Buffers in the rx ring, and the most there were (changed under the rx queue's lock).
     rx_bufs: AtomicU32,
     rx_max: AtomicU32,
+    /// Bytes of one rx buffer, header included (`rx_buf_size`, clamped).
+    rx_buf_len: u32,
+    /// Rx buffers to keep posted (`proto::virtio::rx_buf_count`).
+    rx_buf_target: u32,
     /// Descriptors of the rx ring: the reply count that stops rx.
     rx_ring: u32,
 }
@@ -228,10 +243,14 @@ impl Dev {
         }
     }
 
-    /// Fills the rx ring with fresh buffers and kicks (`virtio_vsock_rx_fill`).
+    /// Fills the rx ring with fresh buffers, up to `rx_buf_target`, and kicks
+    /// (`virtio_vsock_rx_fill`).  A buffer of `rx_buf_len` bytes that cannot be allocated (a
+    /// high-order allocation) is replaced by one of upstream's size.
     fn rx_fill(&self, vq: &mut Virtqueue<'_, SkBuff>) {
-        loop {
-            let Ok(mut skb) = SkBuff::alloc_linear_pkt(RX_PAYLOAD, Gfp::Kernel) else {
+        while self.rx_bufs.load(Ordering::Relaxed) < self.rx_buf_target {
+            let skb = SkBuff::alloc_linear_pkt(self.rx_buf_len - HDR_LEN as u32, Gfp::Kernel)
+                .or_else(|_| SkBuff::alloc_linear_pkt(RX_BUF_MIN - HDR_LEN as u32, Gfp::Kernel));
+            let Ok(mut skb) = skb else {
                 break;
             };
             // The header room is zeroed, as upstream; the device writes the rest.
@@ -240,9 +259,10 @@ impl Dev {
                     b.write(0);
                 }
             }
+            let max = self.rx_buf_len as usize;
             let added = vq.add_inbuf(skb, Gfp::Kernel, |s| {
                 let room = s.linear_room_mut().unwrap_or(&mut []);
-                let n = room.len().min(RX_BUF_LEN);
+                let n = room.len().min(max);
                 room.get_mut(..n).unwrap_or(&mut [])
             });
             if added.is_err() {
@@ -256,11 +276,16 @@ impl Dev {
     }
 
     /// Checks a used rx buffer of `len` bytes (as the device says) with
-    /// [`proto::virtio::validate_rx`]: header and payload must fit in what was lent and in what
-    /// was written.  `None`: dropped.
-    fn rx_check(mut skb: SkBuff, len: u32) -> Option<SkBuff> {
+    /// [`proto::virtio::validate_rx`]: header and payload must fit in what was lent (the
+    /// buffer's linear room up to `rx_buf_len`, as `rx_fill` lent it) and in what was written.
+    /// `None`: dropped.
+    fn rx_check(&self, mut skb: SkBuff, len: u32) -> Option<SkBuff> {
+        let lent = skb
+            .linear_room_mut()
+            .map_or(0, |r| r.len())
+            .min(self.rx_buf_len as usize);
         let hdr = skb.hdr()?;
-        let payload = validate_rx(len, RX_BUF_LEN, &hdr).ok()?;
+        let payload = validate_rx(len, lent, &hdr).ok()?;
         if payload > 0 {
             skb.put_received(payload).ok()?;
         }
@@ -297,7 +322,7 @@ impl Dev {
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
                         Some(v.saturating_sub(1))
                     });
-                if let Some(skb) = Self::rx_check(skb, len) {
+                if let Some(skb) = self.rx_check(skb, len) {
                     got.push_back(skb);
                 }
             }
@@ -639,6 +664,18 @@ impl VirtioVsock {
         let guest_cid = vdev.read_config_le64(CONFIG_GUEST_CID);
         let seqpacket = vdev.has_feature(virtio::VSOCK_F_SEQPACKET);
         let rx_ring = vqs.lock(VQ_RX).map_or(0, |vq| vq.vring_size());
+        let asked = virtio::params::rx_buf_size();
+        let (rx_buf_len, clamped) = rx_buf_size(asked, RX_BUF_MIN);
+        if clamped {
+            pr_warn!(
+                "rx_buf_size {} is outside {} .. {}: using {}\n",
+                asked,
+                RX_BUF_MIN,
+                RX_BUF_MAX,
+                rx_buf_len
+            );
+        }
+        let rx_buf_target = rx_buf_count(rx_ring, rx_buf_cost(rx_buf_len, SKB_SHINFO));
         let notify_ref = notify.clone();
         let d = Arc::pin_init(
             pin_init!(Dev {
@@ -652,6 +689,8 @@ impl VirtioVsock {
                 queued_replies: AtomicU32::new(0),
                 rx_bufs: AtomicU32::new(0),
                 rx_max: AtomicU32::new(0),
+                rx_buf_len,
+                rx_buf_target,
                 rx_ring,
             }),
             GFP_KERNEL,
@@ -686,12 +725,13 @@ impl VirtioVsock {
             return Err(e);
         }
         pr_info!(
-            "virtio{}: guest CID {}, seqpacket {}, rings rx {} ({} buffers) tx {} event {}\n",
+            "virtio{}: guest CID {}, seqpacket {}, rings rx {} ({} buffers of {} bytes) tx {} event {}\n",
             vdev.index(),
             guest_cid,
             seqpacket,
             rx_ring,
             d.rx_bufs.load(Ordering::Relaxed),
+            rx_buf_len,
             d.vqs.lock(VQ_TX).map_or(0, |vq| vq.vring_size()),
             d.vqs.lock(VQ_EVENT).map_or(0, |vq| vq.vring_size())
         );

@@ -6,6 +6,7 @@
 //! reads only what it lent and what the device says it wrote:
 //!
 //! - an rx buffer holds a packet, header and payload in one descriptor ([`validate_rx`]);
+//! - how large the rx buffers are and how many are posted ([`rx_buf_size`], [`rx_buf_count`]);
 //! - an event buffer holds `struct virtio_vsock_event`, one le32 `id` at offset 0
 //!   ([`event_id`]).
 
@@ -52,6 +53,38 @@ pub fn validate_rx(used_len: u32, buf_len: usize, hdr: &Hdr) -> Result<u32, RxEr
         return Err(RxError::TooBig);
     }
     Ok(hdr.len)
+}
+
+/// Largest rx buffer: a header and the largest payload (`VIRTIO_VSOCK_MAX_PKT_BUF_SIZE`).
+pub const RX_BUF_MAX: u32 = HDR_LEN as u32 + MAX_PKT_PAYLOAD;
+/// Most rx buffers posted at once, whatever the ring size.
+pub const RX_BUFS_MAX: u32 = 128;
+/// Most memory the posted rx buffers take together (2 MiB).
+pub const RX_MEM_MAX: u32 = 2 << 20;
+
+/// The rx buffer size (header included) for a `requested` one, and whether it was clamped into
+/// `min ..= RX_BUF_MAX` (`min`: the smallest the driver allows, `RX_BUF_MAX` when larger).
+pub fn rx_buf_size(requested: u32, min: u32) -> (u32, bool) {
+    let min = min.min(RX_BUF_MAX);
+    let size = requested.clamp(min, RX_BUF_MAX);
+    (size, size != requested)
+}
+
+/// The memory one linear rx buffer of `size` bytes costs: `alloc_skb` aligns the data to 64
+/// bytes, adds `shinfo` (the aligned `struct skb_shared_info`), and the allocator rounds that
+/// up to a power of two (slab caches up to 8 KiB, whole page orders above).
+pub fn rx_buf_cost(size: u32, shinfo: u32) -> u32 {
+    let data = size.saturating_add(63) & !63;
+    let total = data.saturating_add(shinfo);
+    total.checked_next_power_of_two().unwrap_or(u32::MAX)
+}
+
+/// How many rx buffers to keep posted: as many as the ring holds (`ring` descriptors, one per
+/// buffer), at most [`RX_BUFS_MAX`] and as many as fit in [`RX_MEM_MAX`] at `cost` bytes each,
+/// and at least one (if the ring has room).  Refilling starts below half of it, as upstream.
+pub fn rx_buf_count(ring: u32, cost: u32) -> u32 {
+    let by_mem = RX_MEM_MAX / cost.max(1);
+    ring.min(RX_BUFS_MAX).min(by_mem.max(1))
 }
 
 /// Bytes of `struct virtio_vsock_event` (a le32 `id`).
@@ -131,6 +164,33 @@ mod tests {
         assert_eq!(validate_rx(48, BUF, &h), Ok(4));
     }
 
+    /// `SKB_DATA_ALIGN(sizeof(struct skb_shared_info))` on x86_64 6.12.
+    const SHINFO: u32 = 320;
+
+    #[test]
+    fn rx_sizes() {
+        let min = 4096 - SHINFO;
+        assert_eq!(rx_buf_size(65536 - SHINFO, min), (65216, false));
+        assert_eq!(rx_buf_size(0, min), (3776, true));
+        assert_eq!(rx_buf_size(4096, min), (4096, false));
+        assert_eq!(rx_buf_size(RX_BUF_MAX, min), (65580, false));
+        assert_eq!(rx_buf_size(RX_BUF_MAX + 1, min), (65580, true));
+        assert_eq!(rx_buf_size(u32::MAX, u32::MAX), (RX_BUF_MAX, true));
+        // Upstream's 4 KiB buffer fills one page; the default, 64 KiB less the overhead, 16.
+        assert_eq!(rx_buf_cost(4096 - SHINFO, SHINFO), 4096);
+        assert_eq!(rx_buf_cost(65536 - SHINFO, SHINFO), 65536);
+        // A whole packet and its header spill into the next order.
+        assert_eq!(rx_buf_cost(RX_BUF_MAX, SHINFO), 131072);
+        assert_eq!(rx_buf_cost(u32::MAX, SHINFO), u32::MAX);
+        assert_eq!(rx_buf_count(128, 4096), 128);
+        assert_eq!(rx_buf_count(128, 65536), 32);
+        assert_eq!(rx_buf_count(128, 131072), 16);
+        assert_eq!(rx_buf_count(1024, 4096), RX_BUFS_MAX);
+        assert_eq!(rx_buf_count(64, 4096), 64);
+        assert_eq!(rx_buf_count(0, 4096), 0);
+        assert_eq!(rx_buf_count(128, u32::MAX), 1);
+    }
+
     #[test]
     fn event_is_a_le32_at_offset_0() {
         assert_eq!(event_id(4, &[0, 0, 0, 0]), Some(EVENT_TRANSPORT_RESET));
@@ -163,6 +223,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn rx_buffers_stay_bounded(requested: u32, ring in 0u32..4096) {
+            let (size, clamped) = rx_buf_size(requested, 4096 - SHINFO);
+            prop_assert!((4096 - SHINFO..=RX_BUF_MAX).contains(&size));
+            prop_assert_eq!(clamped, size != requested);
+            let cost = rx_buf_cost(size, SHINFO);
+            prop_assert!(cost >= size + SHINFO && cost.is_power_of_two());
+            let n = rx_buf_count(ring, cost);
+            prop_assert!(n <= ring && n <= RX_BUFS_MAX);
+            prop_assert!(ring == 0 || n >= 1);
+            prop_assert!(u64::from(n) * u64::from(cost) <= u64::from(RX_MEM_MAX).max(u64::from(cost)));
+        }
+
         #[test]
         fn rx_accepts_exactly_what_fits(used_len: u32, buf_len in 0usize..70_000, hdr in any_hdr(), small_len in 0u32..70_000, pick_small: bool) {
             let hdr = Hdr { len: if pick_small { small_len } else { hdr.len }, ..hdr };
