@@ -385,7 +385,7 @@ impl Dev {
             Ok(()) if !complete => {
                 // Unreachable for the core's packets (their payload is all there).  The device
                 // has the buffer now: it reads a short packet and drops it.
-                pr_warn!("rvsock_virtio: sent a packet whose payload was incomplete\n");
+                pr_warn!("sent a packet whose payload was incomplete\n");
                 Ok(())
             }
             r => r,
@@ -546,7 +546,7 @@ impl Dev {
             core.set_local_cid(cid as u32);
             core.reset_all();
         };
-        pr_info!("rvsock_virtio: transport reset, guest CID {}\n", cid);
+        pr_info!("transport reset, guest CID {}\n", cid);
     }
 
     /// Stops the device: unregisters from the core (which resets every connection), stops the
