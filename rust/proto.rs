@@ -25,3 +25,5 @@ pub(crate) mod ports;
 pub(crate) mod queue;
 #[path = "../vsock_core/proto/src/route.rs"]
 pub(crate) mod route;
+#[path = "../vsock_core/proto/src/virtio.rs"]
+pub(crate) mod virtio;

@@ -295,7 +295,9 @@ void rvsock_hv_config_get(struct virtio_device *vdev, unsigned int offset, void 
 			  unsigned int len);
 bool rvsock_hv_device_ready(struct virtio_device *vdev);
 bool rvsock_hv_virt_addr_valid(const void *addr);
-void rvsock_hv_msleep(unsigned int ms);
+/* The end of a device's virtqueues: wait for it (bounded), and signal it. */
+bool rvsock_hv_wait_vqs_gone(struct virtio_device *vdev, unsigned int timeout_ms);
+void rvsock_hv_vqs_gone(struct virtio_device *vdev);
 /* A private workqueue of the driver (alloc_workqueue(), flush_workqueue(), destroy_workqueue()). */
 struct workqueue_struct *rvsock_hv_alloc_wq(const char *name);
 void rvsock_hv_flush_wq(struct workqueue_struct *wq);
@@ -303,6 +305,8 @@ void rvsock_hv_destroy_wq(struct workqueue_struct *wq);
 /* The number of page fragments of @skb, and the address and size of fragment @i (NULL if none). */
 unsigned int rvsock_hv_skb_nr_frags(const struct sk_buff *skb);
 const void *rvsock_hv_skb_frag(const struct sk_buff *skb, unsigned int i, unsigned int *len);
+/* The rx_buf_size parameter of rvsock_virtio.ko (declared in rust/virtio_helpers.c). */
+unsigned int rvsock_hv_rx_buf_size(void);
 
 /*
  * Module parameters of rvsock_test_transport.ko (6.12's Rust module! has none; they are

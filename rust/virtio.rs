@@ -186,23 +186,24 @@ impl<T: Driver> PinnedDrop for Registration<T> {
     }
 }
 
+/// How long [`wait_vqs_gone`] waits before it warns (and then between warnings).
+const VQS_GONE_WARN_MS: u32 = 10_000;
+
 /// Waits until the device's [`Virtqueues`] are gone (they outlived the driver's data, e.g. in
-/// an `Arc` of a work item still running).
+/// an `Arc` of a work item still running): their drop clears `driver_data` and wakes this.
+///
+/// No busy polling: it sleeps on a wait queue.  It cannot give up (the queues still use the
+/// device), so it waits in bounded rounds of [`VQS_GONE_WARN_MS`], warning after each, which
+/// also keeps the hung-task detector quiet while it says why.
 ///
 /// # Safety
 ///
 /// `vdev` is a device bound to a driver of this module, in its `probe` or `remove` callback.
 unsafe fn wait_vqs_gone(vdev: *mut sys::virtio_device) {
-    let mut warned = false;
-    // SAFETY: `vdev` is valid (the caller's guarantee); `driver_data` is ours while bound and
-    // cleared by `Virtqueues::drop` on another thread, hence the volatile read.
-    while !unsafe { core::ptr::addr_of!((*vdev).dev.driver_data).read_volatile() }.is_null() {
-        if !warned {
-            pr_warn!("virtio: waiting for the virtqueues of a removed device to be dropped\n");
-            warned = true;
-        }
-        // SAFETY: FFI call without preconditions; process context.
-        unsafe { sys::rvsock_hv_msleep(10) };
+    // SAFETY: `vdev` is valid (the caller's guarantee); the helper reads `driver_data` with
+    // `READ_ONCE` under the wait queue's protocol against `Virtqueues::drop`.
+    while !unsafe { sys::rvsock_hv_wait_vqs_gone(vdev, VQS_GONE_WARN_MS) } {
+        pr_warn!("virtio: still waiting for the virtqueues of a removed device to be dropped\n");
     }
 }
 
@@ -674,12 +675,13 @@ impl<B: Buffer> Drop for Virtqueues<B> {
         }
         let vdev = self.device().as_raw();
         // SAFETY: The device is bound (type invariant); deleting the queues frees their
-        // interrupts, so no callback runs after this, and then the handler can go.  Clearing
-        // `driver_data` lets a waiting `remove` continue.
+        // interrupts, so no callback runs after this (none reads `driver_data` any more), and
+        // then the handler can go.  Clearing `driver_data` last wakes a waiting `remove`, which
+        // may then unbind the device: nothing here touches it afterwards.
         unsafe {
             sys::rvsock_hv_del_vqs(vdev);
-            core::ptr::addr_of_mut!((*vdev).dev.driver_data).write_volatile(core::ptr::null_mut());
             (self.drop_handler)(self.handler);
+            sys::rvsock_hv_vqs_gone(vdev);
         }
     }
 }
@@ -843,6 +845,18 @@ impl<B: Buffer> Virtqueue<'_, B> {
     pub(crate) fn is_broken(&self) -> bool {
         // SAFETY: A live queue.
         unsafe { sys::virtqueue_is_broken(self.raw()) }
+    }
+}
+
+/// The module parameters of `rvsock_virtio.ko`, declared in C (`rust/virtio_helpers.c`): 6.12's
+/// `module!` has none.
+pub(crate) mod params {
+    use crate::kx::sys;
+
+    /// `rx_buf_size`: bytes of one rx buffer, header included, as given (unchecked).
+    pub(crate) fn rx_buf_size() -> u32 {
+        // SAFETY: A read of a read-only parameter, set before the module's `init` runs.
+        unsafe { sys::rvsock_hv_rx_buf_size() }
     }
 }
 

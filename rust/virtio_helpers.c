@@ -4,7 +4,10 @@
  * include/linux/virtio_config.h, which Rust cannot call.  Linked into rvsock_virtio.ko only (not
  * exported), so that rvsock.ko does not depend on CONFIG_VIRTIO.
  */
-#include <linux/delay.h>
+#include <linux/moduleparam.h>
+#include <linux/sizes.h>
+#include <linux/skbuff.h>
+#include <linux/wait.h>
 #include "rvsock_sys.h"
 
 /* virtio_find_vqs() with the 6.11+ signature; no interrupt affinity. */
@@ -44,9 +47,28 @@ bool rvsock_hv_virt_addr_valid(const void *addr)
 	return virt_addr_valid(addr);
 }
 
-void rvsock_hv_msleep(unsigned int ms)
+/*
+ * Waiting for a device's virtqueues to be gone (rust/virtio.rs): their drop clears
+ * vdev->dev.driver_data and wakes the waiters.  One wait queue for every device of the module;
+ * each waiter checks its own device.
+ */
+static DECLARE_WAIT_QUEUE_HEAD(rvsock_hv_vqs_gone_wq);
+
+/*
+ * Waits until @vdev's driver_data is NULL, at most @timeout_ms milliseconds (uninterruptible).
+ * True if it is.
+ */
+bool rvsock_hv_wait_vqs_gone(struct virtio_device *vdev, unsigned int timeout_ms)
 {
-	msleep(ms);
+	return wait_event_timeout(rvsock_hv_vqs_gone_wq, !READ_ONCE(vdev->dev.driver_data),
+				  msecs_to_jiffies(timeout_ms)) != 0;
+}
+
+/* Clears @vdev's driver_data and wakes rvsock_hv_wait_vqs_gone(). */
+void rvsock_hv_vqs_gone(struct virtio_device *vdev)
+{
+	WRITE_ONCE(vdev->dev.driver_data, NULL);
+	wake_up_all(&rvsock_hv_vqs_gone_wq);
 }
 
 struct workqueue_struct *rvsock_hv_alloc_wq(const char *name)
@@ -79,4 +101,19 @@ const void *rvsock_hv_skb_frag(const struct sk_buff *skb, unsigned int i, unsign
 	f = &skb_shinfo(skb)->frags[i];
 	*len = skb_frag_size(f);
 	return skb_frag_address(f);
+}
+
+/*
+ * Module parameter of rvsock_virtio.ko (6.12's Rust module! has none), read through
+ * rust/virtio.rs.  The default fills an order-4 (64 KiB) allocation exactly; the driver clamps
+ * the value to 3776 .. 65580 (upstream's 4 KiB buffer .. a header and a 64 KiB payload).
+ */
+static unsigned int rx_buf_size = SKB_WITH_OVERHEAD(SZ_64K);
+module_param(rx_buf_size, uint, 0444);
+MODULE_PARM_DESC(rx_buf_size,
+		 "bytes of one rx buffer, 44-byte header included (3776 .. 65580, default 65216)");
+
+unsigned int rvsock_hv_rx_buf_size(void)
+{
+	return rx_buf_size;
 }

@@ -6,18 +6,25 @@
 //!
 //! - one device at a time (a second one gets `EBUSY`); its guest CID, read from the
 //!   configuration space, is the transport's local CID;
-//! - three queues: rx (buffers of `SKB_WITH_OVERHEAD(4096)` bytes, header and payload in one
-//!   descriptor, refilled below half), tx, and event (8 buffers);
+//! - three queues: rx (header and payload in one descriptor, refilled below half), tx, and
+//!   event (8 buffers);
 //! - every used rx buffer is checked against what was lent and against the header's `len`
-//!   before the core sees it; the device is untrusted;
+//!   before the core sees it (`proto::virtio::validate_rx`); the device is untrusted;
 //! - reply backpressure: while the replies (RESPONSE, RST) waiting in the send queue reach the
 //!   rx ring's size, rx stops, and restarts when they drain;
 //! - `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` re-reads the CID and resets every connection;
 //! - `SOCK_SEQPACKET` only with `VIRTIO_VSOCK_F_SEQPACKET`.
 //!
-//! Beyond upstream: a packet is added to the tx ring straight from the sender's context when
-//! nothing waits in the send queue (it falls back to the queue and the send work when the ring
-//! is full), and the send work kicks once per batch.
+//! Beyond upstream: rx buffers are larger, 64 KiB (an order-4 allocation) less the skb overhead
+//! by default, and bounded in number; the `rx_buf_size` module parameter sets their size,
+//! header included, from upstream's `SKB_WITH_OVERHEAD(4096)` to a header and a 64 KiB payload
+//! (clamped, with a warning).  Upstream's 4 KiB buffers cost 18 packets, and as many used
+//! buffers to reap, per 64 KiB the host sends; these, two.  At most 128 buffers are posted, and
+//! at most as many as fit in 2 MiB (`proto::virtio::rx_buf_count`): 32 by default, 128 (the
+//! ring, as upstream) at 4 KiB.  A large buffer that cannot be allocated is replaced by one of
+//! upstream's size.  Also, a packet is added to the tx ring straight from the sender's context
+//! when nothing waits in the send queue (it falls back to the queue and the send work when the
+//! ring is full), and the send work kicks once per batch.
 //!
 //! Work runs on a private workqueue; the queue callbacks (interrupt context) only schedule it.
 
@@ -28,7 +35,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::c_str;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
-use kernel::workqueue::{Work, WorkItem};
+use kernel::workqueue::{HasWork, Work, WorkItem};
 use kernel::{impl_has_work, new_mutex, new_work};
 
 #[allow(dead_code, unsafe_code)]
@@ -43,6 +50,10 @@ use kx::transport::{features, Core, Info, Registration, Transport};
 use kx::virtio::{self, Device, DeviceId, Virtqueue, Virtqueues, VqHandler, WorkQueue};
 use kx::Gfp;
 use proto::hdr::{Hdr, Op, HDR_LEN};
+use proto::virtio::{
+    event_id, rx_buf_cost, rx_buf_count, rx_buf_size, validate_rx, EVENT_LEN,
+    EVENT_TRANSPORT_RESET, RX_BUF_MAX,
+};
 
 kx::import_rvsock_namespace!();
 
@@ -64,21 +75,18 @@ const VQ_NAMES: [&CStr; 3] = [c_str!("rx"), c_str!("tx"), c_str!("event")];
 /// Offset of `guest_cid` (le64) in `struct virtio_vsock_config`.
 const CONFIG_GUEST_CID: u32 = 0;
 
-/// Bytes of one rx buffer, header included (`VIRTIO_VSOCK_DEFAULT_RX_BUF_SIZE`).
-const RX_BUF_LEN: usize = kx::sys::SKB_WITH_OVERHEAD_4K as usize;
-/// Payload room of one rx buffer.
-const RX_PAYLOAD: u32 = (RX_BUF_LEN - HDR_LEN) as u32;
+/// The smallest rx buffer, header included: upstream's (`VIRTIO_VSOCK_DEFAULT_RX_BUF_SIZE`,
+/// one page less the `skb_shared_info`).
+const RX_BUF_MIN: u32 = kx::sys::SKB_WITH_OVERHEAD_4K;
+/// `SKB_DATA_ALIGN(sizeof(struct skb_shared_info))`: what a linear skb adds to its data.
+const SKB_SHINFO: u32 = 4096 - RX_BUF_MIN;
 /// Rx buffers handed to the core per round, so that the reply count is checked between rounds.
 const RX_BATCH: usize = 64;
 
 /// Event buffers kept in the event queue, as upstream.
 const EVENT_BUFS: usize = 8;
-/// `struct virtio_vsock_event`: a le32 event id.
-const EVENT_LEN: usize = 4;
-/// `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`.
-const EVENT_TRANSPORT_RESET: u32 = 0;
 
-/// Work items of [`Notify`].
+/// The jobs of [`Notify`]'s work items: the id of each one's `Work` field.
 const W_RX: u64 = 0;
 const W_TX_DONE: u64 = 1;
 const W_SEND: u64 = 2;
@@ -118,16 +126,14 @@ impl_has_work! {
 }
 
 impl Notify {
-    /// Schedules work item `which` (any context); nothing if it is pending already.
-    fn schedule(&self, this: Arc<Notify>, which: u64) {
+    /// Schedules the work item of job `W` (any context); nothing if it is pending already.
+    fn schedule<const W: u64>(&self, this: Arc<Notify>)
+    where
+        Notify: HasWork<Notify, W>,
+    {
         // An item already queued gives the reference back, which is dropped here; it is never
         // the last one (the caller holds another).
-        match which {
-            W_RX => drop(self.wq.enqueue::<_, W_RX>(this)),
-            W_TX_DONE => drop(self.wq.enqueue::<_, W_TX_DONE>(this)),
-            W_SEND => drop(self.wq.enqueue::<_, W_SEND>(this)),
-            _ => drop(self.wq.enqueue::<_, W_EVENT>(this)),
-        }
+        drop(self.wq.enqueue::<_, W>(this));
     }
 
     /// The device, while bound.
@@ -138,52 +144,25 @@ impl Notify {
 
 impl VqHandler for Notify {
     fn notified(this: ArcBorrow<'_, Self>, index: usize) {
-        let which = match index {
-            VQ_RX => W_RX,
-            VQ_TX => W_TX_DONE,
-            VQ_EVENT => W_EVENT,
-            _ => return,
-        };
-        this.schedule(this.into(), which);
-    }
-}
-
-impl WorkItem<W_RX> for Notify {
-    type Pointer = Arc<Notify>;
-
-    fn run(this: Arc<Notify>) {
-        if let Some(d) = this.dev() {
-            d.rx_work();
+        match index {
+            VQ_RX => this.schedule::<W_RX>(this.into()),
+            VQ_TX => this.schedule::<W_TX_DONE>(this.into()),
+            VQ_EVENT => this.schedule::<W_EVENT>(this.into()),
+            _ => {}
         }
     }
 }
 
-impl WorkItem<W_TX_DONE> for Notify {
+/// Every work item of [`Notify`] runs its job on the device, while bound.
+impl<const W: u64> WorkItem<W> for Notify
+where
+    Notify: HasWork<Notify, W>,
+{
     type Pointer = Arc<Notify>;
 
     fn run(this: Arc<Notify>) {
         if let Some(d) = this.dev() {
-            d.tx_done_work();
-        }
-    }
-}
-
-impl WorkItem<W_SEND> for Notify {
-    type Pointer = Arc<Notify>;
-
-    fn run(this: Arc<Notify>) {
-        if let Some(d) = this.dev() {
-            d.send_work();
-        }
-    }
-}
-
-impl WorkItem<W_EVENT> for Notify {
-    type Pointer = Arc<Notify>;
-
-    fn run(this: Arc<Notify>) {
-        if let Some(d) = this.dev() {
-            d.event_work();
+            d.run_job(W);
         }
     }
 }
@@ -212,13 +191,31 @@ struct Dev {
     /// Buffers in the rx ring, and the most there were (changed under the rx queue's lock).
     rx_bufs: AtomicU32,
     rx_max: AtomicU32,
+    /// Bytes of one rx buffer, header included (`rx_buf_size`, clamped).
+    rx_buf_len: u32,
+    /// Rx buffers to keep posted (`proto::virtio::rx_buf_count`).
+    rx_buf_target: u32,
     /// Descriptors of the rx ring: the reply count that stops rx.
     rx_ring: u32,
 }
 
 impl Dev {
-    fn schedule(&self, which: u64) {
-        self.notify.schedule(self.notify.clone(), which);
+    fn schedule<const W: u64>(&self)
+    where
+        Notify: HasWork<Notify, W>,
+    {
+        self.notify.schedule::<W>(self.notify.clone());
+    }
+
+    /// Runs job `which` (a work item of [`Notify`]).
+    fn run_job(&self, which: u64) {
+        match which {
+            W_RX => self.rx_work(),
+            W_TX_DONE => self.tx_done_work(),
+            W_SEND => self.send_work(),
+            W_EVENT => self.event_work(),
+            _ => {}
+        }
     }
 
     fn running(&self) -> bool {
@@ -242,14 +239,18 @@ impl Dev {
             })
             .unwrap_or(0);
         if before >= self.rx_ring && before.saturating_sub(n) < self.rx_ring {
-            self.schedule(W_RX);
+            self.schedule::<W_RX>();
         }
     }
 
-    /// Fills the rx ring with fresh buffers and kicks (`virtio_vsock_rx_fill`).
+    /// Fills the rx ring with fresh buffers, up to `rx_buf_target`, and kicks
+    /// (`virtio_vsock_rx_fill`).  A buffer of `rx_buf_len` bytes that cannot be allocated (a
+    /// high-order allocation) is replaced by one of upstream's size.
     fn rx_fill(&self, vq: &mut Virtqueue<'_, SkBuff>) {
-        loop {
-            let Ok(mut skb) = SkBuff::alloc_linear_pkt(RX_PAYLOAD, Gfp::Kernel) else {
+        while self.rx_bufs.load(Ordering::Relaxed) < self.rx_buf_target {
+            let skb = SkBuff::alloc_linear_pkt(self.rx_buf_len - HDR_LEN as u32, Gfp::Kernel)
+                .or_else(|_| SkBuff::alloc_linear_pkt(RX_BUF_MIN - HDR_LEN as u32, Gfp::Kernel));
+            let Ok(mut skb) = skb else {
                 break;
             };
             // The header room is zeroed, as upstream; the device writes the rest.
@@ -258,9 +259,10 @@ impl Dev {
                     b.write(0);
                 }
             }
+            let max = self.rx_buf_len as usize;
             let added = vq.add_inbuf(skb, Gfp::Kernel, |s| {
                 let room = s.linear_room_mut().unwrap_or(&mut []);
-                let n = room.len().min(RX_BUF_LEN);
+                let n = room.len().min(max);
                 room.get_mut(..n).unwrap_or(&mut [])
             });
             if added.is_err() {
@@ -273,19 +275,19 @@ impl Dev {
         vq.kick();
     }
 
-    /// Checks a used rx buffer of `len` bytes (as the device says): header and payload must
-    /// fit in what was lent and in what was written.  `None`: dropped.
-    fn rx_check(mut skb: SkBuff, len: u32) -> Option<SkBuff> {
-        let len = len as usize;
-        if !(HDR_LEN..=RX_BUF_LEN).contains(&len) {
-            return None;
-        }
+    /// Checks a used rx buffer of `len` bytes (as the device says) with
+    /// [`proto::virtio::validate_rx`]: header and payload must fit in what was lent (the
+    /// buffer's linear room up to `rx_buf_len`, as `rx_fill` lent it) and in what was written.
+    /// `None`: dropped.
+    fn rx_check(&self, mut skb: SkBuff, len: u32) -> Option<SkBuff> {
+        let lent = skb
+            .linear_room_mut()
+            .map_or(0, |r| r.len())
+            .min(self.rx_buf_len as usize);
         let hdr = skb.hdr()?;
-        if hdr.len as usize > len - HDR_LEN {
-            return None;
-        }
-        if hdr.len > 0 {
-            skb.put_received(hdr.len).ok()?;
+        let payload = validate_rx(len, lent, &hdr).ok()?;
+        if payload > 0 {
+            skb.put_received(payload).ok()?;
         }
         Some(skb)
     }
@@ -320,7 +322,7 @@ impl Dev {
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
                         Some(v.saturating_sub(1))
                     });
-                if let Some(skb) = Self::rx_check(skb, len) {
+                if let Some(skb) = self.rx_check(skb, len) {
                     got.push_back(skb);
                 }
             }
@@ -383,7 +385,7 @@ impl Dev {
             Ok(()) if !complete => {
                 // Unreachable for the core's packets (their payload is all there).  The device
                 // has the buffer now: it reads a short packet and drops it.
-                pr_warn!("rvsock_virtio: sent a packet whose payload was incomplete\n");
+                pr_warn!("sent a packet whose payload was incomplete\n");
                 Ok(())
             }
             r => r,
@@ -471,7 +473,7 @@ impl Dev {
             }
         }
         if freed && !self.send_q.lock().is_empty() {
-            self.schedule(W_SEND);
+            self.schedule::<W_SEND>();
         }
     }
 
@@ -514,11 +516,10 @@ impl Dev {
             loop {
                 vq.disable_cb();
                 while let Some((skb, len)) = vq.get_buf() {
-                    // The buffer's head holds the event (the header room, zeroed before it was
-                    // lent): its first le32 is the low half of the decoded `src_cid`.
-                    if len as usize == EVENT_LEN
-                        && skb.hdr().map(|h| h.src_cid as u32) == Some(EVENT_TRANSPORT_RESET)
-                    {
+                    // The buffer lent is the first `EVENT_LEN` bytes at the head of the skb (its
+                    // header room, zeroed before it was lent): a `struct virtio_vsock_event`.
+                    let lent = skb.hdr_bytes().and_then(|b| b.get(..EVENT_LEN));
+                    if lent.and_then(|b| event_id(len, b)) == Some(EVENT_TRANSPORT_RESET) {
                         reset = true;
                     }
                     // On failure (ring broken) the buffer is dropped.
@@ -545,7 +546,7 @@ impl Dev {
             core.set_local_cid(cid as u32);
             core.reset_all();
         };
-        pr_info!("rvsock_virtio: transport reset, guest CID {}\n", cid);
+        pr_info!("transport reset, guest CID {}\n", cid);
     }
 
     /// Stops the device: unregisters from the core (which resets every connection), stops the
@@ -607,7 +608,7 @@ impl Transport for G2h {
         }
         q.push_back(skb);
         drop(q);
-        d.schedule(W_SEND);
+        d.schedule::<W_SEND>();
         Ok(())
     }
 
@@ -663,6 +664,18 @@ impl VirtioVsock {
         let guest_cid = vdev.read_config_le64(CONFIG_GUEST_CID);
         let seqpacket = vdev.has_feature(virtio::VSOCK_F_SEQPACKET);
         let rx_ring = vqs.lock(VQ_RX).map_or(0, |vq| vq.vring_size());
+        let asked = virtio::params::rx_buf_size();
+        let (rx_buf_len, clamped) = rx_buf_size(asked, RX_BUF_MIN);
+        if clamped {
+            pr_warn!(
+                "rx_buf_size {} is outside {} .. {}: using {}\n",
+                asked,
+                RX_BUF_MIN,
+                RX_BUF_MAX,
+                rx_buf_len
+            );
+        }
+        let rx_buf_target = rx_buf_count(rx_ring, rx_buf_cost(rx_buf_len, SKB_SHINFO));
         let notify_ref = notify.clone();
         let d = Arc::pin_init(
             pin_init!(Dev {
@@ -676,6 +689,8 @@ impl VirtioVsock {
                 queued_replies: AtomicU32::new(0),
                 rx_bufs: AtomicU32::new(0),
                 rx_max: AtomicU32::new(0),
+                rx_buf_len,
+                rx_buf_target,
                 rx_ring,
             }),
             GFP_KERNEL,
@@ -710,12 +725,13 @@ impl VirtioVsock {
             return Err(e);
         }
         pr_info!(
-            "virtio{}: guest CID {}, seqpacket {}, rings rx {} ({} buffers) tx {} event {}\n",
+            "virtio{}: guest CID {}, seqpacket {}, rings rx {} ({} buffers of {} bytes) tx {} event {}\n",
             vdev.index(),
             guest_cid,
             seqpacket,
             rx_ring,
             d.rx_bufs.load(Ordering::Relaxed),
+            rx_buf_len,
             d.vqs.lock(VQ_TX).map_or(0, |vq| vq.vring_size()),
             d.vqs.lock(VQ_EVENT).map_or(0, |vq| vq.vring_size())
         );

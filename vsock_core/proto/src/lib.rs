@@ -13,6 +13,7 @@
 //! - [`poll`]: the poll/epoll mask of a connectible socket;
 //! - [`queue`]: where a received packet goes (merged, packed or on its own, and on a backlog);
 //! - [`route`]: which transport slot serves a remote address;
+//! - [`virtio`]: the checks a virtio-vsock guest driver makes of its device's buffers;
 //! - [`ports`]: bind-table matching and ephemeral port allocation;
 //! - [`opts`]: socket option rules (buffer sizes, connect timeout);
 //! - [`errno`]: the Linux error numbers the above return.
@@ -31,6 +32,7 @@ pub mod poll;
 pub mod ports;
 pub mod queue;
 pub mod route;
+pub mod virtio;
 
 #[cfg(test)]
 extern crate std;
