@@ -40,6 +40,6 @@ rc=0
 wait $a || rc=$?
 wait $b || rc=$((rc ? rc : $?))
 echo "both guests done in $(( $(date +%s) - t0 )) s, status $rc"
-grep -h 'demo:' "$dir/a.out" "$dir/b.out" | sed 's/^/  /' || true
+grep -h "^demo:" "$dir/a.log" "$dir/b.log" | sed "s/^/  /" || true
 grep -E 'hostile|dropped|stats' "$dir/vudev.log" | tail -8 | sed 's/^/  vudev: /' || true
 exit $rc

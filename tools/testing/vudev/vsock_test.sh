@@ -63,7 +63,8 @@ rc=0
 wait $a || rc=$?
 wait $b || rc=$((rc ? rc : $?))
 echo "both guests done in $(( $(date +%s) - t0 )) s, status $rc"
-echo "client:"; grep -E '^[0-9]+ - |ok|FAIL|fail|error|Error|[Tt]ests? ' "$dir/client.out" | sed 's/^/  /' || true
-echo "server (errors):"; grep -iE 'fail|error' "$dir/server.out" | sed 's/^/  /' || true
+# The guests' output is in their console logs.
+echo "client:"; grep -E '^[0-9]+ - |^All tests|^SKIPPED|FAIL|fail|rror' "$dir/client.log" | sed 's/^/  /' || true
+echo "server (errors):"; grep -E 'FAIL|fail|rror' "$dir/server.log" | sed 's/^/  /' || true
 grep -E 'dropped|stats' "$dir/vudev.log" | tail -6 | sed 's/^/  vudev: /' || true
 exit $rc
