@@ -388,6 +388,36 @@ mod tests {
     }
 
     #[test]
+    fn random_chains_never_panic() {
+        let mut rng = crate::hostile::Rng::new(99);
+        for _ in 0..2000 {
+            let mut h = hdr(0, TYPE_STREAM, 0);
+            h.len = match rng.below(4) {
+                0 => rng.u32(),
+                _ => rng.below(3 * 4096) as u32,
+            };
+            let body = rng.below(3 * 4096 + 100) as usize;
+            let mut w = h.encode().to_vec();
+            w.extend((0..body).map(|i| i as u8));
+            let mut segs = Vec::new();
+            let mut rest = &w[..rng.below(w.len() as u64 + 1) as usize];
+            while !rest.is_empty() {
+                let n = 1 + rng.below(rest.len() as u64) as usize;
+                segs.push(&rest[..n]);
+                rest = &rest[n..];
+            }
+            match gather(&segs) {
+                Ok(p) => {
+                    assert_eq!(p.payload.len(), h.len as usize);
+                    assert_eq!(p.payload[..], w[HDR_LEN..HDR_LEN + h.len as usize]);
+                }
+                Err(GatherError::TooLong(n)) => assert!(n > MAX_PKT_PAYLOAD),
+                Err(_) => {}
+            }
+        }
+    }
+
+    #[test]
     fn queue_bound_and_order() {
         let mk = |n: usize, port: u32| {
             let mut h = hdr(0, TYPE_STREAM, 0);
