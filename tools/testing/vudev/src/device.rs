@@ -323,12 +323,20 @@ impl VuDev {
     fn reset_event(&self, vring: &VringRwLock, mem: &MemGuard) -> bool {
         let chain = match vring.get_mut().get_queue_mut().iter(mem.clone()) {
             Ok(mut it) => it.next(),
-            Err(_) => None,
+            Err(e) => {
+                // QEMU never hands the event queue over: it belongs to QEMU itself.
+                log_at!(
+                    Level::Info,
+                    "hostile: reset-event: cid {}: event queue not set up by the frontend ({e})",
+                    self.slot.cid
+                );
+                return false;
+            }
         };
         let Some(chain) = chain else {
             log_at!(
                 Level::Info,
-                "hostile: cid {}: no event buffer",
+                "hostile: reset-event: cid {}: no event buffer",
                 self.slot.cid
             );
             return false;

@@ -45,10 +45,18 @@
 //! - `badop`: operation or type out of range;
 //! - `flood-rst`, `flood-request`: RSTs / REQUESTs (from CID 2) to random high ports, one per
 //!   relayed packet and as fast as RX buffers allow while nothing is relayed;
-//! - `reset-event`: a `TRANSPORT_RESET` event on the event queue;
+//! - `reset-event`: a `TRANSPORT_RESET` event on the event queue.  QEMU's `vhost-user-vsock`
+//!   keeps the event queue to itself (`hw/virtio/vhost-vsock-common.c`: only RX and TX go to
+//!   the backend), so with QEMU this mode can only log `hostile: ... event queue not set up`;
+//!   it needs a frontend that hands all three queues over;
 //! - `random`: a seeded mix of the packet modes (not `reset-event`).
 //!
 //! Every injection is logged on stderr as `hostile: ...` (log level info).
+//!
+//! `demo.sh` (next to this crate) boots two guests with Linux's virtio-vsock driver on one vudev
+//! and checks STREAM (4 MiB each way, sha256) and SEQPACKET (1 B to 64 KiB messages);
+//! `vsock_test.sh` runs upstream `vsock_test` between them.  Both take `-- VUDEV-OPTIONS`,
+//! e.g. `-- --hostile random,count=400 --hostile-target 4`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
