@@ -565,6 +565,7 @@ impl VhostUserBackend for VuDev {
 mod tests {
     use super::*;
     use rvsock_proto::hdr::{Op, TYPE_SEQPACKET};
+    use vm_memory::Bytes;
 
     fn h(src: u64, dst: u64, op: Op) -> Hdr {
         Hdr {
@@ -595,6 +596,252 @@ mod tests {
             (2, 3, 1234, 5)
         );
         assert_eq!((r.op, r.type_), (Op::Rst as u16, TYPE_SEQPACKET));
+    }
+
+    /// A guest: memory and three split virtqueues laid out by hand, as a driver would.
+    struct Guest {
+        mem: Mem,
+        vrings: Vec<VringRwLock>,
+        next_desc: [u16; 3],
+        data: u64,
+    }
+
+    const QSIZE: u16 = 16;
+
+    impl Guest {
+        fn new() -> Guest {
+            let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+            let mem = GuestMemoryAtomic::new(m);
+            let mut vrings = Vec::new();
+            for q in 0..3u64 {
+                let v = VringRwLock::new(mem.clone(), QSIZE).unwrap();
+                let base = q * 0x1000;
+                v.set_queue_info(base, base + 0x200, base + 0x400).unwrap();
+                v.set_queue_size(QSIZE);
+                // The event queue stays unset, as QEMU leaves it.
+                v.set_queue_ready(q != 2);
+                vrings.push(v);
+            }
+            Guest {
+                mem,
+                vrings,
+                next_desc: [0; 3],
+                data: 0x10000,
+            }
+        }
+
+        fn m(&self) -> MemGuard {
+            self.mem.memory()
+        }
+
+        /// Posts a chain of buffers (len, device-writable) holding `fill` bytes in order.
+        fn post(&mut self, q: usize, bufs: &[(usize, bool)], fill: &[u8]) -> Vec<u64> {
+            let m = self.m();
+            let base = q as u64 * 0x1000;
+            let head = self.next_desc[q];
+            let mut addrs = Vec::new();
+            let mut off = 0;
+            for (i, &(len, write)) in bufs.iter().enumerate() {
+                let idx = self.next_desc[q];
+                self.next_desc[q] += 1;
+                let addr = self.data;
+                self.data += len as u64 + 64;
+                let n = len.min(fill.len().saturating_sub(off));
+                m.write_slice(&fill[off..off + n], GuestAddress(addr))
+                    .unwrap();
+                off += n;
+                let last = i + 1 == bufs.len();
+                let flags = u16::from(!last) | if write { 2 } else { 0 };
+                let d = base + u64::from(idx) * 16;
+                m.write_obj(addr, GuestAddress(d)).unwrap();
+                m.write_obj(len as u32, GuestAddress(d + 8)).unwrap();
+                m.write_obj(flags, GuestAddress(d + 12)).unwrap();
+                m.write_obj(idx + 1, GuestAddress(d + 14)).unwrap();
+                addrs.push(addr);
+            }
+            let avail = base + 0x200;
+            let ai: u16 = m.read_obj(GuestAddress(avail + 2)).unwrap();
+            let slot = avail + 4 + u64::from(ai % QSIZE) * 2;
+            m.write_obj(head, GuestAddress(slot)).unwrap();
+            m.write_obj(ai + 1, GuestAddress(avail + 2)).unwrap();
+            addrs
+        }
+
+        /// The used ring of queue `q`: (head, len) pairs.
+        fn used(&self, q: usize) -> Vec<(u32, u32)> {
+            let m = self.m();
+            let used = q as u64 * 0x1000 + 0x400;
+            let n: u16 = m.read_obj(GuestAddress(used + 2)).unwrap();
+            (0..u64::from(n))
+                .map(|i| {
+                    let e = used + 4 + i * 8;
+                    (
+                        m.read_obj(GuestAddress(e)).unwrap(),
+                        m.read_obj(GuestAddress(e + 4)).unwrap(),
+                    )
+                })
+                .collect()
+        }
+
+        fn read(&self, addr: u64, len: usize) -> Vec<u8> {
+            let mut v = vec![0u8; len];
+            self.m().read_slice(&mut v, GuestAddress(addr)).unwrap();
+            v
+        }
+    }
+
+    fn pair(hostile: Option<Hostile>) -> (Arc<Router>, VuDev, VuDev) {
+        let mut r = Router::default();
+        r.slots
+            .insert(3, Arc::new(Slot::new(3, 1 << 20, None).unwrap()));
+        r.slots
+            .insert(4, Arc::new(Slot::new(4, 1 << 20, hostile).unwrap()));
+        let r = Arc::new(r);
+        let a = VuDev::new(r.slots[&3].clone(), r.clone(), 256).unwrap();
+        let b = VuDev::new(r.slots[&4].clone(), r.clone(), 256).unwrap();
+        (r, a, b)
+    }
+
+    #[test]
+    fn relay_through_the_virtqueues() {
+        use rvsock_proto::hdr::{SEQ_EOM, SEQ_EOR};
+        let (_r, a, b) = pair(None);
+        let (mut ga, mut gb) = (Guest::new(), Guest::new());
+        a.update_memory(ga.mem.clone()).unwrap();
+        b.update_memory(gb.mem.clone()).unwrap();
+        // B posts three 4 KiB RX buffers.
+        let rx: Vec<u64> = (0..3)
+            .flat_map(|_| gb.post(0, &[(4096, true)], &[]))
+            .collect();
+        // A sends a 10000-byte SEQPACKET message: header split 10 + 34, payload in 3 pieces.
+        let payload: Vec<u8> = (0..10000u32).map(|i| (i % 251) as u8).collect();
+        let mut hd = h(3, 4, Op::Rw);
+        hd.len = 10000;
+        hd.flags = SEQ_EOM | SEQ_EOR;
+        let mut w = hd.encode().to_vec();
+        w.extend_from_slice(&payload);
+        ga.post(
+            1,
+            &[
+                (10, false),
+                (34, false),
+                (3000, false),
+                (5000, false),
+                (2000, false),
+            ],
+            &w,
+        );
+        // An RST-worthy packet to nobody, and a spoofed one.
+        ga.post(1, &[(HDR_LEN, false)], &h(3, 9, Op::Request).encode());
+        ga.post(1, &[(HDR_LEN, false)], &h(5, 4, Op::Request).encode());
+        // A's RX buffer for the RST.
+        let arx = ga.post(0, &[(4096, true)], &[]);
+
+        a.handle_event(TX_Q, EventSet::IN, &ga.vrings, 0).unwrap();
+        assert_eq!(ga.used(1).len(), 3);
+        assert_eq!(a.slot.stats.dropped.load(Ordering::Relaxed), 1);
+        let used = ga.used(0);
+        assert_eq!(used, vec![(0, HDR_LEN as u32)]);
+        let rst = Hdr::parse(&ga.read(arx[0], HDR_LEN)).unwrap();
+        assert_eq!((rst.op, rst.src_cid, rst.dst_cid), (Op::Rst as u16, 9, 3));
+
+        // B's worker wakes up and fills its buffers: 4052 + 4052 + 1896.
+        assert_eq!(b.slot.wake.read().unwrap(), 1);
+        b.handle_event(WAKE_EVENT, EventSet::IN, &gb.vrings, 0)
+            .unwrap();
+        let used = gb.used(0);
+        assert_eq!(used.len(), 3);
+        let mut got = Vec::new();
+        for (i, &(id, len)) in used.iter().enumerate() {
+            assert_eq!(id, i as u32);
+            let buf = gb.read(rx[i], len as usize);
+            let ph = Hdr::parse(&buf).unwrap();
+            assert_eq!(ph.len as usize, len as usize - HDR_LEN);
+            assert_eq!(ph.flags != 0, i == 2, "EOM/EOR only on the last piece");
+            got.extend_from_slice(&buf[HDR_LEN..]);
+        }
+        assert_eq!(got, payload);
+        assert!(lock(&b.slot.queue).is_empty());
+    }
+
+    #[test]
+    fn queued_until_buffers_come_and_hostile_mixed_in() {
+        let spec = crate::hostile::Spec::parse("truncate,count=2,every=1").unwrap();
+        let (_r, a, b) = pair(Some(Hostile::new(spec, 4, vec![3])));
+        let (mut ga, mut gb) = (Guest::new(), Guest::new());
+        a.update_memory(ga.mem.clone()).unwrap();
+        b.update_memory(gb.mem.clone()).unwrap();
+        for port in 0..3 {
+            let mut hd = h(3, 4, Op::Rw);
+            hd.src_port = port;
+            hd.len = 1;
+            let mut w = hd.encode().to_vec();
+            w.push(port as u8);
+            ga.post(1, &[(w.len(), false)], &w);
+        }
+        a.handle_event(TX_Q, EventSet::IN, &ga.vrings, 0).unwrap();
+        // No RX buffers yet: nothing delivered, all queued.
+        b.handle_event(WAKE_EVENT, EventSet::IN, &gb.vrings, 0)
+            .unwrap();
+        assert!(gb.used(0).is_empty());
+        assert_eq!(lock(&b.slot.queue).len(), 3);
+        // The guest posts buffers and kicks: relayed, hostile, relayed, hostile, relayed.
+        let rx: Vec<u64> = (0..6)
+            .flat_map(|_| gb.post(0, &[(4096, true)], &[]))
+            .collect();
+        b.handle_event(RX_Q, EventSet::IN, &gb.vrings, 0).unwrap();
+        let used = gb.used(0);
+        assert_eq!(used.len(), 5);
+        let lens: Vec<bool> = used.iter().map(|u| u.1 as usize == HDR_LEN + 1).collect();
+        assert_eq!(lens, vec![true, false, true, false, true]);
+        let ports: Vec<u32> = [0, 2, 4]
+            .iter()
+            .map(|&i| Hdr::parse(&gb.read(rx[i], HDR_LEN)).unwrap().src_port)
+            .collect();
+        assert_eq!(ports, vec![0, 1, 2]);
+        assert_eq!(b.slot.stats.hostile.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn malformed_tx_chains_are_consumed_without_panic() {
+        let (_r, a, b) = pair(None);
+        let mut ga = Guest::new();
+        a.update_memory(ga.mem.clone()).unwrap();
+        let good = {
+            let mut hd = h(3, 4, Op::Rw);
+            hd.len = 8;
+            let mut w = hd.encode().to_vec();
+            w.extend_from_slice(&[7u8; 8]);
+            w
+        };
+        let m = ga.m();
+        // 0: address outside guest memory.
+        ga.post(1, &[(HDR_LEN, false), (8, false)], &good);
+        m.write_obj(0xffff_0000_0000u64, GuestAddress(0x1000 + 16))
+            .unwrap();
+        // 1: a descriptor loop (desc 3 chains to itself) under a header wanting 60000 bytes.
+        let mut long = h(3, 4, Op::Rw);
+        long.len = 60000;
+        ga.post(1, &[(HDR_LEN, false), (4, false)], &long.encode());
+        m.write_obj(1u16, GuestAddress(0x1000 + 3 * 16 + 12))
+            .unwrap();
+        m.write_obj(3u16, GuestAddress(0x1000 + 3 * 16 + 14))
+            .unwrap();
+        // 2: a write-only descriptor in a TX chain.
+        ga.post(1, &[(HDR_LEN, false), (8, true)], &good);
+        // 3: hdr.len far beyond 64 KiB.
+        let mut big = h(3, 4, Op::Rw);
+        big.len = u32::MAX;
+        ga.post(1, &[(HDR_LEN, false)], &big.encode());
+        // 4: length 0 descriptors only.
+        ga.post(1, &[(0, false), (0, false)], &[]);
+        // 5: a good one, still relayed after all that.
+        ga.post(1, &[(20, false), (32, false)], &good);
+        a.handle_event(TX_Q, EventSet::IN, &ga.vrings, 0).unwrap();
+        assert_eq!(ga.used(1).len(), 6);
+        assert_eq!(a.slot.stats.dropped.load(Ordering::Relaxed), 5);
+        let q = lock(&b.slot.queue);
+        assert_eq!(q.len(), 1);
     }
 
     #[test]
