@@ -5,7 +5,8 @@
 Steps: setup (tools/testing/setup.sh), `cargo test --workspace`, the module build with warnings
 as errors, clippy and rustfmt, then one boot of the test kernel running the in-guest suite
 (tools/testing/guest/suite.sh: baseline, modules, kunit, vsock_test, clients, unload, dmesg),
-whose KUnit output is parsed here with the kernel's kunit.py.
+whose KUnit output is parsed here with the kernel's kunit.py, then the virtio suite
+(tools/testing/virtio/suite.py: guests on a virtio-vsock device, with boots of their own).
 
 Results: a per-suite summary on stdout, ending with the line "N passed, N failed", and JUnit XML
 in target/check/junit.xml.  Logs are under target/check/.  The exit status is non-zero when a
@@ -14,7 +15,9 @@ check failed, except in the suites listed in tools/testing/xfail (expected to fa
 Environment: RVSOCK_VSOCK_TEST_REPEAT (vsock_test repetitions, default 5), RVSOCK_VM_TIMEOUT
 (seconds for the whole VM run), RVSOCK_KVM (0/1: force TCG/KVM; default: probe), RVSOCK_STRESS
 (short or full: the stress suite's form; `make stress` runs full), RVSOCK_FUZZ_PACKETS (packets the
-kernel fuzzer injects, default 100000; `make fuzz-kernel` asks for 1000000).
+kernel fuzzer injects, default 100000; `make fuzz-kernel` asks for 1000000), RVSOCK_VIRTIO_TIMEOUT
+(seconds for the whole virtio suite, default 2400), RVSOCK_VIRTIO_BIG (bytes each way of its big
+guest-host flows).
 """
 
 import argparse
@@ -43,7 +46,9 @@ XFAIL_FILE = os.path.join(TESTING, "xfail")
 HOST_SUITES = ["setup", "cargo", "build"]
 GUEST_SUITES = ["baseline", "modules", "kunit", "vsock_test", "clients", "conformance", "routing",
                 "stress", "fuzz", "unload", "dmesg"]
-ALL_SUITES = HOST_SUITES + ["vm"] + GUEST_SUITES
+# Host-driven suites with VMs of their own, after the guest suite's boot.
+VM_SUITES = ["virtio"]
+ALL_SUITES = HOST_SUITES + ["vm"] + GUEST_SUITES + VM_SUITES
 
 T_SETUP = 75 * 60  # a cold setup builds the kernel and bindgen
 T_CARGO = 20 * 60
@@ -51,6 +56,7 @@ T_BUILD = 15 * 60
 T_FMT = 5 * 60
 T_VM = int(os.environ.get("RVSOCK_VM_TIMEOUT", 1200))
 T_PARSE = 120
+T_VIRTIO = int(os.environ.get("RVSOCK_VIRTIO_TIMEOUT", 2400))
 EXCERPT_LINES = 40
 
 START = time.monotonic()
@@ -361,6 +367,32 @@ def collect_guest(out, guest_suites):
                       "(it died or stopped early; see the vm check)"))
 
 
+def step_virtio():
+    """The virtio suite (tools/testing/virtio/suite.py): its own VMs, results in RESULT lines."""
+    out = os.path.join(OUTDIR, "virtio")
+    progress("virtio: guests on a virtio-vsock device (tools/testing/virtio/suite.py)")
+    logfile = os.path.join(LOGDIR, "virtio.log")
+    # Each of its VM runs gets at most half the suite's time.
+    rc, secs = run_logged([sys.executable, os.path.join(TESTING, "virtio", "suite.py"),
+                           "--out", out, "--timeout", str(T_VIRTIO // 2 - 120)], logfile,
+                          T_VIRTIO, echo_re=r"^\[ *[0-9.]+\] (  (ok|FAIL|skip) |[\w-]+: done)")
+    n = 0
+    try:
+        with open(os.path.join(out, "results.txt"), errors="replace") as f:
+            for line in f:
+                r = parse_result(line.rstrip("\n"), out)
+                if r:
+                    CHECKS.append(r)
+                    n += 1
+    except OSError:
+        pass
+    if rc != 0 and (rc is None or n == 0):
+        why = "timed out after %d s" % T_VIRTIO if rc is None else "exit %d: %s" % (
+            rc, last_line(logfile))
+        add(Check("virtio", "suite.py", "fail", secs, why, logfile))
+    progress("virtio: done in %d s" % secs)
+
+
 # ---- KUnit --------------------------------------------------------------------------------
 
 DMESG_PREFIX = re.compile(r"^\[\s*\d+\.\d+\]\s?")
@@ -555,6 +587,7 @@ def parse_args():
 def run(args):
     want = set(args.suites)
     guest = [s for s in GUEST_SUITES if s in want]
+    needs_modules = guest or any(s in want for s in VM_SUITES)
     if "setup" in want and not step_setup():
         return
     if "cargo" in want:
@@ -562,14 +595,15 @@ def run(args):
     built = True
     if "build" in want:
         built = step_build()
-    elif guest:
-        progress("build: make modules (needed by the VM)")
+    elif needs_modules:
+        progress("build: make modules (needed by the VMs)")
         built = run_logged(["make", "modules"], os.path.join(LOGDIR, "make-modules.log"),
                            T_BUILD)[0] == 0
         if not built:
             add(Check("build", "make modules", "fail", 0.0, "see the log",
                       os.path.join(LOGDIR, "make-modules.log")))
-    if not guest:
+    vm_suites = [s for s in VM_SUITES if s in want]
+    if not guest and not vm_suites:
         return
     if not built:
         progress("the modules do not build: no VM run")
@@ -578,10 +612,13 @@ def run(args):
     if not os.path.exists(os.path.join(kdir, ".complete")):
         add(Check("vm", "test kernel", "fail", 0.0, "no test kernel in %s (make setup)" % kdir))
         return
-    out = step_vm(guest, kdir)
-    collect_guest(out, guest)
-    if "kunit" in guest:
-        step_kunit(out, kdir)
+    if guest:
+        out = step_vm(guest, kdir)
+        collect_guest(out, guest)
+        if "kunit" in guest:
+            step_kunit(out, kdir)
+    if "virtio" in vm_suites:
+        step_virtio()
 
 
 def on_signal(signum, _frame):

@@ -54,9 +54,10 @@
 //! Every injection is logged on stderr as `hostile: ...` (log level info).
 //!
 //! `demo.sh` (next to this crate) boots two guests with Linux's virtio-vsock driver on one vudev
-//! and checks STREAM (4 MiB each way, sha256) and SEQPACKET (1 B to 64 KiB messages);
-//! `vsock_test.sh` runs upstream `vsock_test` between them.  Both take `-- VUDEV-OPTIONS`,
-//! e.g. `-- --hostile random,count=400 --hostile-target 4`.
+//! and checks STREAM (4 MiB each way, sha256) and SEQPACKET (1 B to 64 KiB messages); it takes
+//! `-- VUDEV-OPTIONS`, e.g. `-- --hostile random,count=400 --hostile-target 4`.  The virtio
+//! suite (`tools/testing/virtio/suite.py`, parts `siblings` and `hostile`) runs upstream
+//! `vsock_test` between rvsock and the C stack on it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
