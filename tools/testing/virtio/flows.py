@@ -2,15 +2,15 @@
 """What the host (suite.py) and the guest (guest_host.py) of the guest-host part share: the
 flows they run, the data pattern, and socket helpers.
 
-A flow is one connection between a guest program and the host, through the device's Unix
-sockets on the host: either the guest connects to CID 2 port P (the host listens on
-<uds>_P) or the host connects to the guest's listener on P (<uds>, "CONNECT P").  Its data goes
-one way, "up" (guest to host) or "down" (host to guest): the sender sends SIZE bytes of the
-flow's pattern and shuts its side down; the receiver reads SIZE bytes (or to EOF), checks length
-and SHA-256, and closes; the sender waits for that close.  (The receiver cannot wait for EOF:
-vhost-device-vsock 0.3.0 does not pass a guest's SHUTDOWN on to the host's Unix socket, only
-the connection's end.)  Each driver's flows have their own ports, so a flow left over from one driver can
-never meet the next one's.
+A flow is one connection between a guest program and the host, through the device's Unix sockets
+on the host: either the guest connects to CID 2 port P (the host listens on <uds>_P) or the host
+connects to the guest's listener on P (<uds>, "CONNECT P").  Its data goes one way, "up" (guest
+to host) or "down" (host to guest): the sender sends SIZE bytes of the flow's pattern and shuts
+its side down; the receiver reads SIZE bytes (or to EOF), checks length and SHA-256, and closes;
+the sender waits for that close.  (The receiver cannot wait for EOF: vhost-device-vsock 0.3.0
+does not pass a guest's SHUTDOWN on to the host's Unix socket, only the connection's end.)  Each
+driver's flows have their own ports, so a flow left over from one driver can never meet the next
+one's.
 """
 
 import hashlib

@@ -4,13 +4,14 @@
 booted with a vhost-user-vsock device (guest CID --cid), with the repository root as its working
 directory, while suite.py serves the host ends of the flows (flows.py).
 
-For each driver in --drivers, in one boot: load it with its stack and loopback (rvsock: rvsock.ko,
-rvsock_loopback.ko, rvsock_virtio.ko; c: vsock_loopback, vmw_vsock_virtio_transport), check the
-device's CID, run every flow with the host (python, ncat, socat; both connection roles; both
-ways; one big python flow each way), check routing (CID 1 and our own CID to loopback, CID 2 and
-VMADDR_FLAG_TO_HOST to the device), then removal: unbind the device in sysfs with connections
-open (they are reset), bind it again (traffic works), unload the driver with connections open
-(rvsock_virtio resets them; the C driver refuses, as upstream), and unload the stack.  At the end: kmemleak and the kernel log.
+For each driver in --drivers, in one boot: load it with its stack and loopback (rvsock:
+rvsock.ko, rvsock_loopback.ko, rvsock_virtio.ko; c: vsock_loopback, vmw_vsock_virtio_transport),
+check the device's CID, run every flow with the host (python, ncat, socat; both connection
+roles; both ways; one big python flow each way), check routing (CID 1 and our own CID to
+loopback, CID 2 and VMADDR_FLAG_TO_HOST to the device), then removal: unbind the device in sysfs
+with connections open (they are reset), bind it again (traffic works), unload the driver with
+connections open (rvsock_virtio resets them; the C driver refuses, as upstream), and unload the
+stack.  After each driver: kmemleak and the kernel log.
 
 Checks go to OUT/guest.results.txt as RESULT lines (suite "virtio", names "<driver>: ...").
 Every wait is bounded.
