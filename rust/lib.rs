@@ -29,6 +29,9 @@ pub(crate) enum Gfp {
     Kernel,
     /// Atomic context (`GFP_ATOMIC`).
     Atomic,
+    /// May sleep, but an opportunistic allocation that has a fallback: no retrying and no
+    /// warning when it fails (`GFP_KERNEL | __GFP_NOWARN | __GFP_NORETRY`).
+    KernelTry,
 }
 
 impl Gfp {
@@ -37,6 +40,7 @@ impl Gfp {
         match self {
             Gfp::Kernel => sys::GFP_KERNEL,
             Gfp::Atomic => sys::GFP_ATOMIC,
+            Gfp::KernelTry => sys::GFP_KERNEL_TRY,
         }
     }
 
@@ -45,6 +49,8 @@ impl Gfp {
         match self {
             Gfp::Kernel => kernel::alloc::flags::GFP_KERNEL,
             Gfp::Atomic => kernel::alloc::flags::GFP_ATOMIC,
+            // 6.12's kernel crate has no `__GFP_NORETRY`.
+            Gfp::KernelTry => kernel::alloc::flags::GFP_KERNEL | kernel::alloc::flags::__GFP_NOWARN,
         }
     }
 }

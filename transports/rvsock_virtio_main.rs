@@ -248,7 +248,7 @@ impl Dev {
     /// high-order allocation) is replaced by one of upstream's size.
     fn rx_fill(&self, vq: &mut Virtqueue<'_, SkBuff>) {
         while self.rx_bufs.load(Ordering::Relaxed) < self.rx_buf_target {
-            let skb = SkBuff::alloc_linear_pkt(self.rx_buf_len - HDR_LEN as u32, Gfp::Kernel)
+            let skb = SkBuff::alloc_linear_pkt(self.rx_buf_len - HDR_LEN as u32, Gfp::KernelTry)
                 .or_else(|_| SkBuff::alloc_linear_pkt(RX_BUF_MIN - HDR_LEN as u32, Gfp::Kernel));
             let Ok(mut skb) = skb else {
                 break;
