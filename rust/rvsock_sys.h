@@ -303,9 +303,13 @@ void rvsock_hv_vqs_gone(struct virtio_device *vdev);
 struct workqueue_struct *rvsock_hv_alloc_wq(const char *name);
 void rvsock_hv_flush_wq(struct workqueue_struct *wq);
 void rvsock_hv_destroy_wq(struct workqueue_struct *wq);
-/* The number of page fragments of @skb, and the address and size of fragment @i (NULL if none). */
+/*
+ * The number of page fragments of @skb; whether they carry all of its nonlinear payload; a
+ * one-entry scatterlist for fragment @i, by page (false if none or empty).
+ */
 unsigned int rvsock_hv_skb_nr_frags(const struct sk_buff *skb);
-const void *rvsock_hv_skb_frag(const struct sk_buff *skb, unsigned int i, unsigned int *len);
+bool rvsock_hv_skb_frags_whole(const struct sk_buff *skb);
+bool rvsock_hv_sg_set_skb_frag(struct scatterlist *sg, const struct sk_buff *skb, unsigned int i);
 /* The rx_buf_size parameter of rvsock_virtio.ko (declared in rust/virtio_helpers.c). */
 unsigned int rvsock_hv_rx_buf_size(void);
 

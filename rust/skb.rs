@@ -278,26 +278,6 @@ impl Skb {
         // SAFETY: The type invariant makes the call valid.
         unsafe { sys::rvsock_hv_skb_nr_frags(self.as_ptr()) as usize }
     }
-
-    /// Page fragment `i` of the payload, or `None` if there is no such fragment.  Only for
-    /// buffers whose fragments are kernel pages (not user pages lent by a zerocopy send: see
-    /// [`Skb::copy_user_pages`]); those have a linear-map address.
-    pub(crate) fn frag(&self, i: usize) -> Option<&[u8]> {
-        if self.has_user_pages() {
-            return None;
-        }
-        let i = u32::try_from(i).ok()?;
-        let mut len = 0u32;
-        // SAFETY: The type invariant makes the call valid; `len` is writable.
-        let p = unsafe { sys::rvsock_hv_skb_frag(self.as_ptr(), i, &mut len) };
-        if p.is_null() || len == 0 {
-            return None;
-        }
-        // SAFETY: Fragment `i` is `len` bytes of kernel pages at `p` (contiguous: one page or
-        // one compound page), held by the buffer while the borrow of `self` lasts, filled when
-        // the payload was put.
-        Some(unsafe { core::slice::from_raw_parts(p.cast::<u8>(), len as usize) })
-    }
 }
 
 /// An owned socket buffer, freed when dropped (as a drop, `kfree_skb`; [`SkBuff::consume`]

@@ -27,7 +27,7 @@
 //! The abstraction makes `remove` wait until the device's [`Virtqueues`] are gone, so no queue
 //! outlives the binding, even one kept in an `Arc` by a work item.
 
-use crate::kx::skb::SkBuff;
+use crate::kx::skb::{SkBuff, Skb};
 use crate::kx::sys;
 use crate::kx::Gfp;
 use core::ffi::c_void;
@@ -525,61 +525,104 @@ unsafe impl<T: Send + 'static> Buffer for KBox<T> {
     }
 }
 
+/// One segment of an [`Sgs`].
+#[derive(Clone, Copy)]
+enum Seg {
+    /// `len` bytes at `p`, in the kernel's linear mapping (checked by [`dma_able`] before use).
+    Buf(*const u8, usize),
+    /// Page fragment `i` of the socket buffer `skb` (kernel pages or user pages attached by a
+    /// zerocopy send), by page, offset and size: it need not be addressable.
+    Frag(*const sys::sk_buff, u32),
+}
+
 /// The segments of one buffer, built by the closure given to [`Virtqueue::add_sgs`]: the
 /// device reads the readable ones and writes the writable ones.  Segments borrow from the
-/// buffer (or are static), so they stay valid while the queue holds it.
+/// buffer (or are static), so they stay valid while the queue holds it: a slice is the
+/// buffer's memory, a page fragment is a page the borrowed `sk_buff` holds a reference on.
 pub(crate) struct Sgs<'a> {
-    out: [(*const u8, usize); MAX_SEGS],
+    out: [Seg; MAX_SEGS],
     n_out: usize,
-    inp: [(*const u8, usize); MAX_SEGS],
+    inp: [Seg; MAX_SEGS],
     n_in: usize,
-    overflow: bool,
+    /// More than [`MAX_SEGS`] segments, or a socket buffer whose payload is not all in its
+    /// linear part and page fragments: [`Virtqueue::add_sgs`] refuses the buffer.
+    invalid: bool,
     _l: PhantomData<&'a mut [MaybeUninit<u8>]>,
 }
 
 impl<'a> Sgs<'a> {
     fn new() -> Self {
         Sgs {
-            out: [(core::ptr::null(), 0); MAX_SEGS],
+            out: [Seg::Buf(core::ptr::null(), 0); MAX_SEGS],
             n_out: 0,
-            inp: [(core::ptr::null(), 0); MAX_SEGS],
+            inp: [Seg::Buf(core::ptr::null(), 0); MAX_SEGS],
             n_in: 0,
-            overflow: false,
+            invalid: false,
             _l: PhantomData,
         }
     }
 
-    fn push(&mut self, out: bool, p: *const u8, len: usize) {
-        if len == 0 {
-            return;
-        }
+    fn push(&mut self, out: bool, seg: Seg) {
         if self.n_out + self.n_in >= MAX_SEGS {
-            self.overflow = true;
+            self.invalid = true;
             return;
         }
         if out {
-            self.out[self.n_out] = (p, len);
+            self.out[self.n_out] = seg;
             self.n_out += 1;
         } else {
-            self.inp[self.n_in] = (p, len);
+            self.inp[self.n_in] = seg;
             self.n_in += 1;
+        }
+    }
+
+    fn push_buf(&mut self, out: bool, p: *const u8, len: usize) {
+        if len > 0 {
+            self.push(out, Seg::Buf(p, len));
         }
     }
 
     /// Adds a segment the device reads.  Empty segments are left out.
     pub(crate) fn readable(&mut self, s: &'a [u8]) {
-        self.push(true, s.as_ptr(), s.len());
+        self.push_buf(true, s.as_ptr(), s.len());
     }
 
     /// Adds a segment the device writes.  Empty segments are left out.
     pub(crate) fn writable(&mut self, s: &'a mut [u8]) {
-        self.push(false, s.as_ptr(), s.len());
+        self.push_buf(false, s.as_ptr(), s.len());
     }
 
     /// Adds a segment the device writes, of possibly uninitialised memory (a receive buffer
     /// before the device filled it).  Empty segments are left out.
     pub(crate) fn writable_uninit(&mut self, s: &'a mut [MaybeUninit<u8>]) {
-        self.push(false, s.as_ptr().cast(), s.len());
+        self.push_buf(false, s.as_ptr().cast(), s.len());
+    }
+
+    /// Adds the page fragments of `skb` as segments the device reads, one per fragment, in
+    /// order, by page (`sg_set_page`): kernel pages and user pages attached by a zerocopy send
+    /// alike, never copied nor mapped here.  The buffer lent to the device must be the one that
+    /// owns `skb` (the borrow says so): its fragment references keep the pages alive until the
+    /// device gives the buffer back.  The linear part is not included (see
+    /// [`Sgs::readable`]).
+    ///
+    /// [`Virtqueue::add_sgs`] refuses the buffer (`EINVAL`) if the fragments do not carry the
+    /// whole nonlinear payload (`data_len`: a frag list), or with the other segments they
+    /// exceed [`MAX_SEGS`].
+    pub(crate) fn readable_skb_frags(&mut self, skb: &'a Skb) {
+        // SAFETY: `skb` is valid for the borrow (`Skb`'s invariant).
+        let (n, whole) = unsafe {
+            (
+                sys::rvsock_hv_skb_nr_frags(skb.as_ptr()),
+                sys::rvsock_hv_skb_frags_whole(skb.as_ptr()),
+            )
+        };
+        if !whole {
+            self.invalid = true;
+            return;
+        }
+        for i in 0..n {
+            self.push(true, Seg::Frag(skb.as_ptr(), i));
+        }
     }
 }
 
@@ -592,6 +635,29 @@ fn dma_able(p: *const u8, len: usize) -> bool {
             sys::rvsock_hv_virt_addr_valid(p.cast())
                 && sys::rvsock_hv_virt_addr_valid(p.wrapping_add(len - 1).cast())
         }
+}
+
+/// Makes `sg` a one-entry scatterlist for `seg`; false if the segment cannot be one (a slice
+/// outside the linear mapping or of 4 GiB or more, an empty or missing fragment).
+///
+/// # Safety
+///
+/// A [`Seg::Frag`]'s `sk_buff` is valid for the call.
+unsafe fn sg_fill(sg: &mut sys::scatterlist, seg: Seg) -> bool {
+    match seg {
+        Seg::Buf(p, len) => {
+            if !dma_able(p, len) {
+                return false;
+            }
+            // SAFETY: `p .. p + len` is in the linear mapping (checked above); `len` fits in
+            // u32.  `sg` is a valid entry.
+            unsafe { sys::sg_init_one(sg, p.cast(), len as u32) };
+            true
+        }
+        // SAFETY: The `sk_buff` is valid (the caller's guarantee); `sg` is a valid entry; the
+        // helper checks the index and the size.
+        Seg::Frag(skb, i) => unsafe { sys::rvsock_hv_sg_set_skb_frag(sg, skb, i) },
+    }
 }
 
 /// One queue, behind its mutex in [`Virtqueues`].
@@ -746,9 +812,10 @@ impl<B: Buffer> Virtqueue<'_, B> {
 
     /// Lends `buf` to the device with the segments `f` adds (`virtqueue_add_sgs`): readable
     /// ones are passed first, then writable ones, each in the order added.  `EINVAL` (the
-    /// buffer given back) for no segment, more than [`MAX_SEGS`], a segment of 4 GiB or more,
-    /// or one outside the kernel's linear mapping (a DMA-able address); otherwise errors as for
-    /// [`Virtqueue::add_inbuf`].
+    /// buffer given back) for no segment, more than [`MAX_SEGS`], a slice of 4 GiB or more,
+    /// one outside the kernel's linear mapping (a DMA-able address), or an `sk_buff` whose
+    /// fragments do not carry its nonlinear payload ([`Sgs::readable_skb_frags`]); otherwise
+    /// errors as for [`Virtqueue::add_inbuf`].
     pub(crate) fn add_sgs(
         &mut self,
         mut buf: B,
@@ -758,23 +825,26 @@ impl<B: Buffer> Virtqueue<'_, B> {
         let mut sgs = Sgs::new();
         f(&mut buf, &mut sgs);
         let (n_out, n_in) = (sgs.n_out, sgs.n_in);
-        let segs = Iterator::chain(sgs.out[..n_out].iter(), sgs.inp[..n_in].iter());
-        if sgs.overflow || n_out + n_in == 0 || segs.clone().any(|&(p, len)| !dma_able(p, len)) {
+        if sgs.invalid || n_out + n_in == 0 {
             return Err((EINVAL, buf));
         }
+        let segs = Iterator::chain(sgs.out[..n_out].iter(), sgs.inp[..n_in].iter());
         let mut table = [sys::scatterlist::default(); MAX_SEGS];
         let mut ptrs = [core::ptr::null_mut::<sys::scatterlist>(); MAX_SEGS];
-        for ((sg, ptr), &(p, len)) in table.iter_mut().zip(ptrs.iter_mut()).zip(segs) {
-            // SAFETY: `p .. p + len` is in the linear mapping (checked above) and borrowed from
-            // `buf` or static; `len` fits in u32.
-            unsafe { sys::sg_init_one(sg, p.cast(), len as u32) };
+        for ((sg, ptr), &seg) in table.iter_mut().zip(ptrs.iter_mut()).zip(segs) {
+            // SAFETY: A fragment's `sk_buff` is borrowed from `buf` (the lifetime of `Sgs`),
+            // which is still ours.
+            if !unsafe { sg_fill(sg, seg) } {
+                return Err((EINVAL, buf));
+            }
             *ptr = sg;
         }
         let token = buf.into_raw();
         // SAFETY: A live queue that we hold exclusively (its mutex); `n_out + n_in` one-entry
         // scatterlists, readable first.  Their memory stays valid until the device hands the
         // token back: it belongs to the buffer, whose memory does not move (`Buffer`'s
-        // contract) and which only `get_buf` or the detach on reset gives back, or is static.
+        // contract) and which only `get_buf` or the detach on reset gives back, or is static;
+        // a page fragment's page is referenced by the buffer's `sk_buff` for as long.
         let ret = unsafe {
             sys::virtqueue_add_sgs(
                 self.raw(),

@@ -5,6 +5,7 @@
  * exported), so that rvsock.ko does not depend on CONFIG_VIRTIO.
  */
 #include <linux/moduleparam.h>
+#include <linux/scatterlist.h>
 #include <linux/sizes.h>
 #include <linux/skbuff.h>
 #include <linux/wait.h>
@@ -91,16 +92,37 @@ unsigned int rvsock_hv_skb_nr_frags(const struct sk_buff *skb)
 	return skb_shinfo(skb)->nr_frags;
 }
 
-/* skb_frag_address(): fragments of kernel pages, which have a linear-map address on 64-bit. */
-const void *rvsock_hv_skb_frag(const struct sk_buff *skb, unsigned int i, unsigned int *len)
+/* Whether @skb's page fragments carry all of its nonlinear payload (no frag list). */
+bool rvsock_hv_skb_frags_whole(const struct sk_buff *skb)
+{
+	const struct skb_shared_info *si = skb_shinfo(skb);
+	unsigned int i, n = 0;
+
+	if (skb_has_frag_list(skb))
+		return false;
+	for (i = 0; i < si->nr_frags; i++)
+		n += skb_frag_size(&si->frags[i]);
+	return n == skb->data_len;
+}
+
+/*
+ * Makes @sg a one-entry scatterlist for page fragment @i of @skb, by page (sg_set_page()), so
+ * that kernel pages and user pages attached by a zerocopy send alike reach the device without a
+ * copy or a mapping (what net/vmw_vsock/virtio_transport.c does with page_to_virt() and
+ * sg_init_one()).  False if there is no such fragment or it is empty.
+ */
+bool rvsock_hv_sg_set_skb_frag(struct scatterlist *sg, const struct sk_buff *skb, unsigned int i)
 {
 	const skb_frag_t *f;
 
 	if (i >= skb_shinfo(skb)->nr_frags)
-		return NULL;
+		return false;
 	f = &skb_shinfo(skb)->frags[i];
-	*len = skb_frag_size(f);
-	return skb_frag_address(f);
+	if (!skb_frag_size(f))
+		return false;
+	sg_init_table(sg, 1);
+	sg_set_page(sg, skb_frag_page(f), skb_frag_size(f), skb_frag_off(f));
+	return true;
 }
 
 /*

@@ -13,7 +13,10 @@
 //! - reply backpressure: while the replies (RESPONSE, RST) waiting in the send queue reach the
 //!   rx ring's size, rx stops, and restarts when they drain;
 //! - `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` re-reads the CID and resets every connection;
-//! - `SOCK_SEQPACKET` only with `VIRTIO_VSOCK_F_SEQPACKET`.
+//! - `SOCK_SEQPACKET` only with `VIRTIO_VSOCK_F_SEQPACKET`;
+//! - `MSG_ZEROCOPY`: a packet goes on the tx ring as its header, linear payload and page
+//!   fragments (user pages of a zerocopy send included), never copied; the send completes when
+//!   the device gives the buffer back and it is freed.
 //!
 //! Beyond upstream: rx buffers are larger, 64 KiB (an order-4 allocation) less the skb overhead
 //! by default, and bounded in number; the `rx_buf_size` module parameter sets their size,
@@ -357,62 +360,28 @@ impl Dev {
         }
     }
 
-    /// Adds a packet to the tx ring: the header, the linear payload and the page fragments, as
-    /// segments the device reads.  The buffer comes back with the error (`ENOSPC`: ring full).
+    /// Adds a packet to the tx ring as upstream's `virtio_transport_send_skb`: the header, the
+    /// linear payload (if any) and one segment per page fragment, by page, user pages of a
+    /// zerocopy send included: nothing is copied.  The device holds the packet until it gives
+    /// the buffer back, and freeing it then completes a zerocopy send (a real one, not
+    /// `SO_EE_CODE_ZEROCOPY_COPIED`) and takes its bytes off the sender's unsent count
+    /// (`SIOCOUTQ`).  The buffer comes back with the error (`ENOSPC`: ring full; `EINVAL`: no
+    /// header room, or a payload not all in the linear part and the fragments).
+    ///
+    /// As upstream since 6.12.117, a packet above about 32 KiB (the core's nonlinear ones)
+    /// spans several descriptors, which devices built on rust-vmm's `virtio-vsock`
+    /// (vhost-device-vsock 0.3.0) reject.
     fn tx_add(
         vq: &mut Virtqueue<'_, SkBuff>,
         skb: SkBuff,
     ) -> core::result::Result<(), (Error, SkBuff)> {
-        let mut complete = false;
-        let r = vq.add_sgs(skb, Gfp::Kernel, |s, sgs| {
+        vq.add_sgs(skb, Gfp::Kernel, |s, sgs| {
             let s: &SkBuff = s;
             let Some(h) = s.hdr_bytes() else { return };
             sgs.readable(h);
-            let linear = s.linear_data();
-            sgs.readable(linear);
-            let mut left = (s.len() as usize).saturating_sub(linear.len());
-            let mut i = 0;
-            while left > 0 {
-                let Some(f) = s.frag(i) else { break };
-                let n = f.len().min(left);
-                sgs.readable(f.get(..n).unwrap_or(&[]));
-                left -= n;
-                i += 1;
-            }
-            complete = left == 0;
-        });
-        match r {
-            Ok(()) if !complete => {
-                // Unreachable for the core's packets (their payload is all there).  The device
-                // has the buffer now: it reads a short packet and drops it.
-                pr_warn!("sent a packet whose payload was incomplete\n");
-                Ok(())
-            }
-            r => r,
-        }
-    }
-
-    /// Prepares a packet for the device: no user pages (the transport registers without
-    /// `MSG_ZEROCOPY`, so the core lends none; a copy covers any anyway), and the payload in
-    /// one segment.  Devices built on rust-vmm's `virtio-vsock` (vhost-device-vsock 0.3.0)
-    /// take a packet only as one descriptor, or a header descriptor and one data descriptor;
-    /// a payload in page fragments (the core's packets above about 32 KiB) is copied into a
-    /// linear buffer.  The copy releases the original, and with it the sender's unsent-byte
-    /// accounting, at once rather than when the device has read the packet.
-    fn tx_prepare(skb: SkBuff) -> Result<SkBuff> {
-        let mut skb = skb;
-        if skb.has_user_pages() {
-            skb.copy_user_pages(Gfp::Kernel)?;
-        }
-        let pieces = usize::from(!skb.linear_data().is_empty()) + skb.nr_frags();
-        if pieces <= 1 {
-            return Ok(skb);
-        }
-        let hdr = skb.hdr().ok_or(EINVAL)?;
-        let mut lin = SkBuff::alloc_linear_pkt(skb.len(), Gfp::Kernel)?;
-        lin.set_hdr(&hdr);
-        lin.append_from(&skb, 0, skb.len())?;
-        Ok(lin)
+            sgs.readable(s.linear_data());
+            sgs.readable_skb_frags(s);
+        })
     }
 
     /// The send work: moves queued packets to the tx ring while it has room, one kick per
@@ -587,7 +556,6 @@ impl Transport for G2h {
         if !d.running() {
             return Err(ENODEV);
         }
-        let skb = Dev::tx_prepare(skb)?;
         let mut q = d.send_q.lock();
         let skb = if q.is_empty() {
             // Straight into the ring from the sender's context.
@@ -711,7 +679,7 @@ impl VirtioVsock {
                 name: c_str!("virtio"),
                 features: features::G2H,
                 local_cid: guest_cid as u32,
-                msgzerocopy: false,
+                msgzerocopy: true,
             };
             *reg = Some(Registration::register(
                 info,
