@@ -34,7 +34,7 @@ KMAKE = $(MAKE) -C $(KDIR) M=$(TOP) LLVM=$(LLVM) RUSTC=$(KRUSTC) BINDGEN=$(KBIND
 # Every Rust source file of the modules and the host crates.
 RUST_SOURCES = $(shell git -C $(TOP) ls-files --cached --others --exclude-standard '*.rs')
 
-.PHONY: all modules clippy clean kdir setup kernel demo check bench fmt fmt-check stress \
+.PHONY: all modules clippy clean kdir setup kernel demo check check-virtio bench fmt fmt-check stress \
 	fuzz-kernel
 
 all: modules
@@ -71,6 +71,12 @@ bench:
 stress:
 	RVSOCK_STRESS=full RVSOCK_VM_TIMEOUT=$${RVSOCK_VM_TIMEOUT:-3600} \
 		$(TOP)/tools/testing/check.py --only setup,build,stress,unload,dmesg
+
+# The virtio suite's long form: 1 GiB each way in its big guest-host flows, per driver.
+check-virtio:
+	RVSOCK_VIRTIO_BIG=1073741824 RVSOCK_VIRTIO_JOB_TIMEOUT=1500 \
+		RVSOCK_VIRTIO_TIMEOUT=$${RVSOCK_VIRTIO_TIMEOUT:-7200} \
+		$(TOP)/tools/testing/check.py --only setup,build,virtio
 
 FUZZ_PACKETS ?= 1000000
 fuzz-kernel:

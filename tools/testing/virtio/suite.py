@@ -24,6 +24,9 @@ Results: RESULT lines (tools/testing/guest/lib.sh's format, suite "virtio") in O
 logs beside it; a summary on stdout.  Exit status 0 when every check passed or was skipped.
 Every wait is bounded: each VM run has --timeout, each tool run --job-timeout.
 
+Environment: RVSOCK_VSOCK_TEST_REPEAT (--repeat, default 5), RVSOCK_VIRTIO_BIG (--big, default
+64 MiB; `make check-virtio` asks for 1 GiB), RVSOCK_VIRTIO_JOB_TIMEOUT (--job-timeout).
+
 Usage: tools/testing/virtio/suite.py [--out DIR] [--part PART] [--repeat N] [--timeout S]
 """
 
@@ -535,7 +538,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=int(os.environ.get(
         "RVSOCK_VSOCK_TEST_REPEAT", "5")))
     ap.add_argument("--timeout", type=int, default=1500, help="limit of each VM run (s)")
-    ap.add_argument("--job-timeout", type=int, default=300, help="limit of one tool run (s)")
+    ap.add_argument("--job-timeout", type=int, default=int(os.environ.get(
+        "RVSOCK_VIRTIO_JOB_TIMEOUT", "300")), help="limit of one tool run or flow (s)")
     ap.add_argument("--drivers", default=",".join(F.DRIVERS),
                     help="guest-host: the drivers, in the order of their turns")
     ap.add_argument("--hostile-count", type=int, default=2000,
@@ -543,7 +547,7 @@ def main():
     ap.add_argument("--seed", type=int, default=int(time.time()) % 100000,
                     help="hostile: vudev's seed (printed; give it again to replay)")
     ap.add_argument("--big", type=int, default=int(os.environ.get(
-        "RVSOCK_VIRTIO_BIG", 16 << 20)), help="bytes each way of the big guest-host flows")
+        "RVSOCK_VIRTIO_BIG", 64 << 20)), help="bytes each way of the big guest-host flows")
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     os.makedirs(args.out)
