@@ -350,17 +350,23 @@ def parse_result(line, outdir):
                  "" if log == "-" else os.path.join(outdir, log))
 
 
-def collect_guest(out, guest_suites):
-    got = set()
+def read_results(out):
+    """The checks of the RESULT lines in out/results.txt, added to CHECKS; their suites."""
+    got = []
     try:
         with open(os.path.join(out, "results.txt"), errors="replace") as f:
             for line in f:
                 r = parse_result(line.rstrip("\n"), out)
                 if r:
                     CHECKS.append(r)
-                    got.add(r.suite)
+                    got.append(r.suite)
     except OSError:
         pass
+    return got
+
+
+def collect_guest(out, guest_suites):
+    got = set(read_results(out))
     for s in guest_suites:
         if s not in got:
             add(Check(s, "results", "fail", 0.0, "the guest reported nothing for this suite "
@@ -376,16 +382,7 @@ def step_virtio():
     rc, secs = run_logged([sys.executable, os.path.join(TESTING, "virtio", "suite.py"),
                            "--out", out, "--timeout", str(T_VIRTIO // 2 - 120)], logfile,
                           T_VIRTIO, echo_re=r"^\[ *[0-9.]+\] (  (ok|FAIL|skip) |[\w-]+: done)")
-    n = 0
-    try:
-        with open(os.path.join(out, "results.txt"), errors="replace") as f:
-            for line in f:
-                r = parse_result(line.rstrip("\n"), out)
-                if r:
-                    CHECKS.append(r)
-                    n += 1
-    except OSError:
-        pass
+    n = len(read_results(out))
     if rc != 0 and (rc is None or n == 0):
         why = "timed out after %d s" % T_VIRTIO if rc is None else "exit %d: %s" % (
             rc, last_line(logfile))

@@ -20,10 +20,8 @@ Every wait is bounded.
 import argparse
 import ctypes
 import errno
-import fcntl
 import hashlib
 import os
-import re
 import socket
 import struct
 import subprocess
@@ -32,92 +30,18 @@ import threading
 import time
 
 import flows as F
+from guest_common import STACKS, GuestBase
 
 AF_VSOCK = 40
 TO_HOST = 1
-IOCTL_VM_SOCKETS_GET_LOCAL_CID = 0x7B9
-BAD_DMESG = re.compile(r"WARNING:|BUG:|Oops|general protection fault|KASAN|"
-                       r"possible recursive locking|circular locking dependency|"
-                       r"inconsistent lock state|suspicious RCU usage|unreferenced object|"
-                       r"blocked for more than|soft lockup|Call Trace")
-STACKS = {
-    "rvsock": dict(load=["insmod rvsock.ko", "insmod rvsock_loopback.ko",
-                         "insmod rvsock_virtio.ko"],
-                   driver="rvsock_virtio", module="rvsock_virtio",
-                   unload="rmmod rvsock_virtio; rmmod rvsock_loopback; rmmod rvsock",
-                   left=r"^rvsock"),
-    "c": dict(load=["modprobe vsock_loopback", "modprobe vmw_vsock_virtio_transport"],
-              driver="vmw_vsock_virtio_transport", module="vmw_vsock_virtio_transport",
-              unload="modprobe -r vmw_vsock_virtio_transport; modprobe -r vsock_loopback "
-                     "vmw_vsock_virtio_transport_common vsock",
-              left=r"^(vsock|vmw_vsock)"),
-}
-T0 = time.monotonic()
 libc = ctypes.CDLL(None, use_errno=True)
 
 
-class Guest:
+class Guest(GuestBase):
     def __init__(self, args):
+        super().__init__(args.out, "guest.results.txt", args.cid)
         self.args = args
-        self.results = os.path.join(args.out, "guest.results.txt")
         self.driver = ""
-
-    def say(self, msg):
-        print("[guest %7.2f] %s" % (time.monotonic() - T0, msg), flush=True)
-
-    def report(self, name, ok, secs, msg=""):
-        status = "pass" if ok else "fail"
-        name = "%s: %s" % (self.driver, name) if self.driver else name
-        with open(self.results, "a") as f:
-            f.write("RESULT\tvirtio\t%s\t%s\t%.2f\t-\t%s\n" % (
-                name, status, secs, " ".join(str(msg).split())[:300] or "-"))
-        self.say("%s %s %s" % (status.upper(), name, msg))
-        return ok
-
-    def sh(self, cmd, timeout=120):
-        """(exit status, output); 124 on timeout."""
-        try:
-            r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
-            return r.returncode, (r.stdout + r.stderr).strip()
-        except subprocess.TimeoutExpired:
-            return 124, "timed out after %d s" % timeout
-
-    def check_sh(self, name, cmd, timeout=120):
-        t = time.monotonic()
-        rc, out = self.sh(cmd, timeout)
-        return self.report(name, rc == 0, time.monotonic() - t,
-                           "" if rc == 0 else "exit %d: %s" % (rc, out[-200:]))
-
-    # ---- the stack ----------------------------------------------------------------------
-
-    def load(self, stack):
-        return self.check_sh("load: " + "; ".join(stack["load"]),
-                             "echo > /proc/sys/kernel/modprobe; " + " && ".join(stack["load"])
-                             if self.driver == "rvsock" else " && ".join(stack["load"]))
-
-    def unload(self, stack):
-        t = time.monotonic()
-        deadline = t + 30
-        while True:
-            rc, out = self.sh(stack["unload"], 60)
-            with open("/proc/modules") as f:
-                still = [ln.split()[0] for ln in f if re.match(stack["left"], ln)]
-            if not still or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)  # sockets closed just now may hold the module for a moment
-        return self.report("unload the stack", not still, time.monotonic() - t,
-                           "still loaded: %s (%s)" % (" ".join(still), out) if still else "")
-
-    def local_cid(self):
-        t = time.monotonic()
-        try:
-            with open("/dev/vsock", "rb") as f:
-                cid = struct.unpack("I", fcntl.ioctl(f, IOCTL_VM_SOCKETS_GET_LOCAL_CID,
-                                                     b"\0" * 4))[0]
-        except OSError as e:
-            return self.report("/dev/vsock local CID", False, time.monotonic() - t, repr(e))
-        return self.report("/dev/vsock local CID is %d" % self.args.cid, cid == self.args.cid,
-                           time.monotonic() - t, "got %d" % cid)
 
     # ---- flows ----------------------------------------------------------------------------
 
@@ -275,7 +199,7 @@ class Guest:
         ls.listen(4)
         ls.settimeout(5)
         for name, cid in (("CID 1 goes to loopback", 1),
-                          ("our own CID %d goes to loopback" % self.args.cid, self.args.cid)):
+                          ("our own CID %d goes to loopback" % self.cid, self.cid)):
             t = time.monotonic()
             s = self.connect(cid, base + F.LOCAL)
             if isinstance(s, str):
@@ -378,30 +302,9 @@ class Guest:
         blocked.close()
         idle.close()
 
-    # ---- the kernel log ---------------------------------------------------------------------
-
-    def kernel_log(self, name):
-        t = time.monotonic()
-        kmemleak = "/sys/kernel/debug/kmemleak"
-        leaks = ""
-        if os.path.exists(kmemleak):
-            for _ in range(2):
-                with open(kmemleak, "w") as f:
-                    f.write("scan")
-            with open(kmemleak) as f:
-                leaks = f.read()
-            with open(kmemleak, "w") as f:
-                f.write("clear")
-        log = subprocess.run(["dmesg", "-c"], capture_output=True, text=True,
-                             timeout=60).stdout
-        with open(os.path.join(self.args.out, "guest.dmesg.%s.txt" % name), "w") as f:
-            f.write(log + leaks)
-        bad = [ln for ln in (log + leaks).splitlines() if BAD_DMESG.search(ln)]
-        self.report("kernel log free of warnings, lockdep, KASAN and leaks", not bad,
-                    time.monotonic() - t, bad[0] if bad else "")
-
     def turn(self, driver):
         self.driver = driver
+        self.prefix = driver + ": "
         stack = STACKS[driver]
         base = F.port_base(driver)
         if self.load(stack) and self.local_cid():
@@ -410,7 +313,7 @@ class Guest:
             self.routing(base)
             self.removal(stack, base)
         self.unload(stack)
-        self.kernel_log(driver)
+        self.kernel_log("guest." + driver)
 
 
 def main():

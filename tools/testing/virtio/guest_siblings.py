@@ -4,12 +4,13 @@
 booted with a vhost-user-vsock device and a virtio-net link to the other guest, with the
 repository root as its working directory.
 
-It loads a vsock stack (rvsock: rvsock.ko + rvsock_virtio.ko; c: vmw_vsock_virtio_transport),
-checks the device's CID, brings up the link with a static address, then runs its side of each
---job in order: the upstream tool (vsock_test, vsock_uring_test) as server or as client of the
-other guest.  Each job has its own control port, so a side that gets out of step can never meet
-the wrong peer.  A client retries until the server's control socket is up (vsock_test gives up
-at once when it cannot connect).  At the end it unloads the stack and scans the kernel log.
+It loads a vsock stack (rvsock: rvsock.ko, rvsock_loopback.ko, rvsock_virtio.ko; c:
+vsock_loopback and vmw_vsock_virtio_transport), checks the device's CID, brings up the link with
+a static address, then runs its side of each --job in order: the upstream tool (vsock_test,
+vsock_uring_test) as server or as client of the other guest.  Each job has its own control port,
+so a side that gets out of step can never meet the wrong peer.  A client retries until the
+server's control socket is up (vsock_test gives up at once when it cannot connect).  At the end
+it unloads the stack and scans the kernel log.
 
 Output, in --out: JOB.ROLE.json (the tool's stdout as time-stamped chunks, its exit status,
 whether it was killed) and JOB.ROLE.err (its stderr), which the host judges with both sides in
@@ -18,24 +19,15 @@ Every wait is bounded.
 """
 
 import argparse
-import fcntl
 import json
 import os
-import re
-import struct
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "guest"))
+from guest_common import STACKS, GuestBase  # noqa: E402
 from vsock_pair import Side, wait_listen  # noqa: E402
-
-IOCTL_VM_SOCKETS_GET_LOCAL_CID = 0x7B9
-BAD_DMESG = re.compile(r"WARNING:|BUG:|Oops|general protection fault|KASAN|"
-                       r"possible recursive locking|circular locking dependency|"
-                       r"inconsistent lock state|suspicious RCU usage|unreferenced object|"
-                       r"blocked for more than|soft lockup|Call Trace")
-T0 = time.monotonic()
 
 
 def parse_args():
@@ -54,72 +46,11 @@ def parse_args():
     return p.parse_args()
 
 
-class Guest:
+class Guest(GuestBase):
     def __init__(self, args):
+        super().__init__(args.out, "%s.results.txt" % args.name, args.cid)
         self.args = args
-        self.results = os.path.join(args.out, "%s.results.txt" % args.name)
-
-    def say(self, msg):
-        print("[%s %7.2f] %s" % (self.args.name, time.monotonic() - T0, msg), flush=True)
-
-    def report(self, name, ok, secs, msg="", log="-"):
-        status = "pass" if ok is True else "skip" if ok is None else "fail"
-        with open(self.results, "a") as f:
-            f.write("RESULT\tvirtio\t%s: %s\t%s\t%.2f\t%s\t%s\n" % (
-                self.args.name, name, status, secs, log, " ".join(msg.split())[:300] or "-"))
-        self.say("%s %s %s" % (status.upper(), name, msg))
-        return ok is True
-
-    def check(self, name, cmd, timeout=120):
-        """Runs a shell command; a check that passes when it exits 0."""
-        t = time.monotonic()
-        try:
-            r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
-            out = (r.stdout + r.stderr).strip()
-            ok = r.returncode == 0
-            msg = "" if ok else "exit %d: %s" % (r.returncode, out.splitlines()[-1] if out else "")
-        except subprocess.TimeoutExpired:
-            ok, msg = False, "timed out after %d s" % timeout
-        return self.report(name, ok, time.monotonic() - t, msg)
-
-    def load(self):
-        if self.args.stack == "rvsock":
-            return self.check("load rvsock.ko rvsock_virtio.ko",
-                              "echo > /proc/sys/kernel/modprobe && insmod rvsock.ko && "
-                              "insmod rvsock_virtio.ko")
-        return self.check("modprobe vmw_vsock_virtio_transport",
-                          "modprobe vmw_vsock_virtio_transport")
-
-    def unload(self):
-        if self.args.stack == "rvsock":
-            cmd = "rmmod rvsock_virtio && rmmod rvsock"
-            left = r"^rvsock"
-        else:
-            cmd = "modprobe -r vmw_vsock_virtio_transport vmw_vsock_virtio_transport_common vsock"
-            left = r"^(vsock|vmw_vsock)"
-        # Sockets closed just now may hold the module for a moment.
-        deadline = time.monotonic() + 30
-        t = time.monotonic()
-        while True:
-            r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=60)
-            with open("/proc/modules") as f:
-                still = [ln.split()[0] for ln in f if re.match(left, ln)]
-            if not still or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        self.report("unload the %s stack" % self.args.stack, not still, time.monotonic() - t,
-                    "still loaded: %s (%s)" % (" ".join(still), r.stderr.strip()) if still else "")
-
-    def local_cid(self):
-        t = time.monotonic()
-        try:
-            with open("/dev/vsock", "rb") as f:
-                cid = struct.unpack("I", fcntl.ioctl(f, IOCTL_VM_SOCKETS_GET_LOCAL_CID,
-                                                     b"\0" * 4))[0]
-        except OSError as e:
-            return self.report("/dev/vsock local CID", False, time.monotonic() - t, repr(e))
-        return self.report("/dev/vsock local CID is %d" % self.args.cid, cid == self.args.cid,
-                           time.monotonic() - t, "got %d" % cid)
+        self.prefix = args.name + ": "
 
     def link_up(self):
         """The first non-loopback interface, up with --addr/24."""
@@ -164,32 +95,17 @@ class Guest:
         self.say("job %s: exit %s after %d tries%s" % (label, side.proc.returncode, tries,
                                                       " (killed)" if side.killed else ""))
 
-    def dmesg(self):
-        t = time.monotonic()
-        kmemleak = "/sys/kernel/debug/kmemleak"
-        leaks = ""
-        if os.path.exists(kmemleak):
-            for _ in range(2):
-                with open(kmemleak, "w") as f:
-                    f.write("scan")
-            with open(kmemleak) as f:
-                leaks = f.read()
-        log = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=60).stdout
-        with open(os.path.join(self.args.out, "%s.dmesg.txt" % self.args.name), "w") as f:
-            f.write(log + leaks)
-        bad = [ln for ln in (log + leaks).splitlines() if BAD_DMESG.search(ln)]
-        self.report("kernel log free of warnings, lockdep, KASAN and leaks", not bad,
-                    time.monotonic() - t, bad[0] if bad else "", "%s.dmesg.txt" % self.args.name)
-
 
 def main():
     args = parse_args()
     g = Guest(args)
-    if g.load() and g.local_cid() and g.link_up():
+    stack = STACKS[args.stack]
+    g.sh("dmesg -c >/dev/null")
+    if g.load(stack) and g.local_cid() and g.link_up():
         for spec in args.job:
             g.job(spec)
-    g.unload()
-    g.dmesg()
+    g.unload(stack)
+    g.kernel_log(args.name)
     return 0
 
 
