@@ -127,13 +127,14 @@ bool rvsock_hv_sg_set_skb_frag(struct scatterlist *sg, const struct sk_buff *skb
 
 /*
  * Module parameter of rvsock_virtio.ko (6.12's Rust module! has none), read through
- * rust/virtio.rs.  The default fills an order-4 (64 KiB) allocation exactly; the driver clamps
- * the value to 3776 .. 65580 (upstream's 4 KiB buffer .. a header and a 64 KiB payload).
+ * rust/virtio.rs.  The default is upstream's buffer (a 4 KiB allocation); 65216 fills an order-4
+ * (64 KiB) allocation exactly.  The driver clamps the value to 3776 .. 65580 (upstream's 4 KiB
+ * buffer .. a header and a 64 KiB payload).
  */
-static unsigned int rx_buf_size = SKB_WITH_OVERHEAD(SZ_64K);
+static unsigned int rx_buf_size = SKB_WITH_OVERHEAD(SZ_4K);
 module_param(rx_buf_size, uint, 0444);
 MODULE_PARM_DESC(rx_buf_size,
-		 "bytes of one rx buffer, 44-byte header included (3776 .. 65580, default 65216)");
+		 "bytes of one rx buffer, 44-byte header included (3776 .. 65580, default 3776)");
 
 unsigned int rvsock_hv_rx_buf_size(void)
 {
