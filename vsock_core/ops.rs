@@ -82,6 +82,8 @@ fn assign_transport(core: &Core, g: &mut Guard<'_>) -> Result<Arc<Transport>> {
     st.bufs.size = st.bufs.size.min(opts::MAX_BUF_ALLOC);
     st.conn = new_conn(st.conn.sock_type, st.bufs.buf_alloc());
     st.transport = Some(new.clone());
+    // A new connection: a reset of an earlier one no longer decides what reads report.
+    st.transport_gone = None;
     g.sock()
         .data()
         .transport_id
