@@ -66,13 +66,22 @@ if [ "$hostile" -gt 0 ]; then
 	count "$out"
 fi
 
-# Unload: vhost_vsock first, then what it pulled in.
+# Unload vhost_vsock and everything it pulled in; sockets in their close timeout (8 s) still
+# hold vsock.ko, so retry for a while.
 start=$(date +%s)
-sleep 1
-if modprobe -r $mods 2>/tmp/vhg-rmmod.err; then
-	res module-unload pass $(($(date +%s) - start)) "left: $(cut -d' ' -f1 /proc/modules | grep -E 'vsock|vhost' | tr '\n' ' ')"
+left=
+for _ in $(seq 20); do
+	for m in $mods vmw_vsock_virtio_transport_common vhost vhost_iotlb vsock; do
+		grep -q "^$m " /proc/modules && rmmod "$m" 2>/dev/null
+	done
+	left=$(cut -d' ' -f1 /proc/modules | grep -E '^(vsock|vhost|vmw_vsock)' | tr '\n' ' ')
+	[ -z "$left" ] && break
+	sleep 1
+done
+if [ -z "$left" ]; then
+	res module-unload pass $(($(date +%s) - start)) "vhost_vsock, vhost, vhost_iotlb, vsock unloaded"
 else
-	res module-unload fail $(($(date +%s) - start)) "$(cat /tmp/vhg-rmmod.err)"
+	res module-unload fail $(($(date +%s) - start)) "still loaded: $left"
 fi
 echo "rvsock-vhost-guest: end" >/dev/kmsg
 

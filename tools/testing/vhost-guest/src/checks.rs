@@ -988,6 +988,55 @@ pub fn release_with_connections(c: &Ctx) -> Outcome {
 /// A check.
 pub type Check = fn(&Ctx) -> Outcome;
 
+/// A host socket closed while its guest goes away: upstream's release does not reset sockets
+/// whose close timer is pending, so the socket keeps (cid, port) until the timer (8 s) sends its
+/// RST; a new guest with the same CID connecting from the same port to the same host port is
+/// not answered until then.  Records each attempt and when the address works again.
+pub fn release_closing_lingers(c: &Ctx) -> Outcome {
+    let mut g = guest(c, true)?;
+    let hport = c.port + 10;
+    let l = std::sync::Arc::new(Sock::listen(STREAM, hport, T).map_err(e)?);
+    let l2 = l.clone();
+    let h = thread::spawn(move || l2.accept(T).map(|(s, _)| s));
+    let key = g.connect(hport, TYPE_STREAM, 256 * 1024)?;
+    let s = join(h)?.map_err(|x| format!("accept: {}", e(x)))?;
+    drop(s);
+    g.pump_until(Duration::from_secs(3), |g| {
+        g.conns.get(&key).is_some_and(|c| c.peer_shutdown == 3)
+    })?;
+    // No RST from the guest: the host socket waits in its close timer.  Now the guest goes.
+    drop(g);
+    let t0 = Instant::now();
+    let mut g = guest(c, true)?;
+    let mut tries = Vec::new();
+    let mut ok = false;
+    while t0.elapsed() < Duration::from_secs(15) {
+        let l2 = l.clone();
+        let h = thread::spawn(move || l2.accept(Duration::from_secs(6)).map(|_| ()));
+        let r = g.connect_from(key.0, hport, TYPE_STREAM, 256 * 1024);
+        let a = join(h)?;
+        tries.push(format!(
+            "{:.1}s: {}",
+            t0.elapsed().as_secs_f64(),
+            match &r {
+                Ok(_) => "established".to_string(),
+                Err(x) => x.clone(),
+            }
+        ));
+        if r.is_ok() && a.is_ok() {
+            ok = true;
+            break;
+        }
+        g.conns.remove(&key);
+    }
+    let msg = format!("same (cid, port) after release: {}", tries.join("; "));
+    if ok {
+        Ok(msg)
+    } else {
+        Err(msg)
+    }
+}
+
 /// All checks, in order.
 pub const CHECKS: &[(&str, Check)] = &[
     ("cid-invalid", cid_invalid),
@@ -1012,4 +1061,5 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("connect-no-guest", connect_no_guest),
     ("wrong-cids", wrong_cids),
     ("release-with-connections", release_with_connections),
+    ("release-closing-lingers", release_closing_lingers),
 ];

@@ -39,6 +39,9 @@ pub const EVT: usize = 2;
 
 /// Ring entries per queue.
 pub const QSIZE: u16 = 128;
+/// rx buffers posted: half the ring, since odd buffers take two descriptors (64 x 4 KiB is
+/// also the default 256 KiB socket buffer).
+pub const RX_BUFS: u16 = QSIZE / 2;
 /// Payload room of an rx buffer (the Linux guest's `VIRTIO_VSOCK_DEFAULT_RX_BUF_SIZE`).
 pub const RX_BUF_PAYLOAD: u32 = 4096;
 const RX_BUF: u64 = HDR_LEN as u64 + RX_BUF_PAYLOAD as u64;
@@ -47,7 +50,7 @@ const TX_SLOT: u64 = HDR_LEN as u64 + MAX_PKT_PAYLOAD as u64;
 const TX_SLOTS: u16 = QSIZE / 2;
 const RING_AREA: u64 = 0x10_0000;
 const RX_BASE: u64 = RING_AREA;
-const TX_BASE: u64 = RX_BASE + QSIZE as u64 * RX_BUF;
+const TX_BASE: u64 = RX_BASE + RX_BUFS as u64 * RX_BUF;
 /// Bytes of guest memory the device gets.
 pub const MEM_SIZE: u64 = (TX_BASE + TX_SLOTS as u64 * TX_SLOT + 0xfff) & !0xfff;
 
@@ -297,7 +300,7 @@ impl Device {
             anomalies: Vec::new(),
             vq_errors: 0,
         };
-        for i in 0..QSIZE {
+        for i in 0..RX_BUFS {
             dev.post_rx(u64::from(i))?;
         }
         // Event buffers (struct virtio_vsock_event, 4 bytes each) in the rx area's spare room

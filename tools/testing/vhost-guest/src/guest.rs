@@ -9,6 +9,7 @@
 //! last packet we sent).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rvsock_proto::hdr::{
@@ -117,11 +118,12 @@ pub struct Guest {
     pub stray: Vec<Hdr>,
     /// Addressing errors of the host (wrong src/dst CID).
     pub bad_addr: Vec<Hdr>,
-    /// Ports handed out for outgoing connections.
-    next_port: u32,
     /// Ports never to answer (RST suppressed) for release tests.
     pub silent: HashSet<u32>,
 }
+
+/// Next local port for outgoing connections.
+static NEXT_PORT: AtomicU32 = AtomicU32::new(40001);
 
 /// Wait bound of one packet exchange step.
 pub const STEP: Duration = Duration::from_secs(5);
@@ -136,15 +138,15 @@ impl Guest {
             accepted: VecDeque::new(),
             stray: Vec::new(),
             bad_addr: Vec::new(),
-            next_port: 40000,
             silent: HashSet::new(),
         }
     }
 
-    /// A fresh local port.
+    /// A fresh local port, never reused within the process: a host socket closed by an earlier
+    /// check may still hold (cid, port) for up to 8 s (its close timer), and would take a new
+    /// REQUEST from the same address.
     pub fn port(&mut self) -> u32 {
-        self.next_port += 1;
-        self.next_port
+        NEXT_PORT.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Sends a packet on connection `key` with fresh credit fields.
@@ -291,7 +293,19 @@ impl Guest {
 
     /// Connects to the host's `port`; Ok(key) once established, Err(state) otherwise.
     pub fn connect(&mut self, port: u32, type_: u16, buf_alloc: u32) -> Result<Key, String> {
-        let key = (self.port(), port);
+        let local = self.port();
+        self.connect_from(local, port, type_, buf_alloc)
+    }
+
+    /// [`Guest::connect`] from a given local port.
+    pub fn connect_from(
+        &mut self,
+        local: u32,
+        port: u32,
+        type_: u16,
+        buf_alloc: u32,
+    ) -> Result<Key, String> {
+        let key = (local, port);
         self.conns
             .insert(key, Conn::new(type_, buf_alloc, State::Connecting));
         self.send_on(key, Op::Request, 0, &[])
