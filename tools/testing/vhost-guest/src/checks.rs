@@ -1013,11 +1013,12 @@ pub fn release_closing_lingers(c: &Ctx) -> Outcome {
     while t0.elapsed() < Duration::from_secs(15) {
         let l2 = l.clone();
         let h = thread::spawn(move || l2.accept(Duration::from_secs(6)).map(|_| ()));
+        let started = t0.elapsed().as_secs_f64();
         let r = g.connect_from(key.0, hport, TYPE_STREAM, 256 * 1024);
+        let ended = t0.elapsed().as_secs_f64();
         let a = join(h)?;
         tries.push(format!(
-            "{:.1}s: {}",
-            t0.elapsed().as_secs_f64(),
+            "{started:.1}-{ended:.1}s: {}",
             match &r {
                 Ok(_) => "established".to_string(),
                 Err(x) => x.clone(),
