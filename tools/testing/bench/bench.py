@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -875,6 +876,8 @@ def main():
                     help="write the table, chart and results.json of an earlier run in DIR "
                          "again (no build, no VM)")
     args = ap.parse_args()
+    # SIGTERM as ^C: the VM's process group and the host side are ended on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     if (args.connflood_threads < 1 or args.connflood_duration <= 0 or args.connflood_warmup < 0

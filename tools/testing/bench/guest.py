@@ -327,8 +327,16 @@ def json_line(text, who):
     raise StepError("%s printed no JSON: %s" % (who, tail(text, 5)))
 
 
+# --timeout of the clients against the host: it is also their sockets' connect timeout, and a
+# non-blocking connect() holds the socket (and the transport module) until that timer fires,
+# which settle() then waits for.
+HOST_TIMEOUT = "5"
+
+
 def client_server(ctx, tool, kind, server_args, client_args, timeout):
     if kind == "host":
+        client_args = [HOST_TIMEOUT if i > 0 and client_args[i - 1] == "--timeout" else a
+                       for i, a in enumerate(client_args)]
         # The server is on the host, up for the whole run.
         targs = transport_args(kind, PLAN["host_ports"][tool], tool)
         rc, out, err = run(ctx + "-client", [sample(tool)] + client_args + targs +
@@ -388,7 +396,7 @@ def bench_connrate(ctx, kind):
     if kind == "host":
         targs = transport_args(kind, PLAN["host_ports"]["vsock-connrate"], "connrate")
         rc, out, err = run(ctx + "-client", [sample("vsock-connrate"), "--duration", str(d),
-                                             "--wait-close", "--timeout", "10", "--json",
+                                             "--wait-close", "--timeout", HOST_TIMEOUT, "--json",
                                              "--deadline", str(int(d + 120))] + targs, d + 150)
         if rc != 0:
             raise StepError("vsock-connrate: exit %s: %s" % (rc, tail(err + out)))

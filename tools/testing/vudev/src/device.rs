@@ -215,6 +215,16 @@ impl VuDev {
     fn to_guest(&self, out: Vec<Packet>) {
         for p in out {
             let h = p.hdr;
+            log_at!(
+                Level::Debug,
+                "host: to guest: op {} flags {} {}->{} len {} fwd_cnt {}",
+                h.op,
+                h.flags,
+                h.src_port,
+                h.dst_port,
+                h.len,
+                h.fwd_cnt
+            );
             if !self.slot.enqueue(p) {
                 inc(&self.slot.stats.dropped, 1);
                 log_at!(
@@ -260,6 +270,17 @@ impl VuDev {
         let me = &self.slot;
         if let Some(host) = &self.host {
             if p.hdr.src_cid == me.cid && p.hdr.dst_cid == HOST_CID {
+                log_at!(
+                    Level::Debug,
+                    "host: from guest: op {} flags {} {}->{} len {} buf_alloc {} fwd_cnt {}",
+                    p.hdr.op,
+                    p.hdr.flags,
+                    p.hdr.src_port,
+                    p.hdr.dst_port,
+                    p.hdr.len,
+                    p.hdr.buf_alloc,
+                    p.hdr.fwd_cnt
+                );
                 let mut out = Vec::new();
                 lock(host).on_guest_packet(p, me.room(), &mut out);
                 self.to_guest(out);
