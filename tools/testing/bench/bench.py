@@ -688,11 +688,16 @@ def make_virtio_table(meta, summary, rat, cal, failures):
         w("modules: " + meta["modules_note"])
     w("Device: vudev (vhost-user, guest CID %d) with its host endpoint; servers: the samples on"
       " the host's Unix sockets (the same for every stack)." % GUEST_CID)
-    if meta["mode"] == "icount":
-        w("icount %s: the guest's busy time counts instructions (1 ns each), its idle time"
-          " (waiting for the" % meta.get("icount_sleep", "on"))
+    if meta["mode"] == "icount" and meta.get("icount_sleep", "on") == "on":
+        w("icount sleep=on: the guest's busy time counts instructions (1 ns each), its idle time"
+          " (waiting for the")
         w("        device and the host) runs at real time; compare within the boot: C2/C is the"
           " calibration, rvsock/C the result.")
+    elif meta["mode"] == "icount":
+        w("icount sleep=off: busy time counts instructions, and whenever the vCPUs idle (waiting"
+          " for the device) the")
+        w("        clock jumps to the next guest timer: waits on the device are measured in timer"
+          " deadlines, not in time.")
     w("Each figure: median [min..max] over the rounds.  Ratios: of the medians (range of the"
       " per-round ratios).")
     w("Calibration: C2/C within %d %% on every figure.  Target: rvsock ahead of C on every"
