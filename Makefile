@@ -11,6 +11,7 @@
 #   make demo              set up, build, boot the test kernel and show rvsock working
 #   make check             the whole test suite (what CI runs)
 #   make bench             rvsock against the upstream C stack, same boot
+#                          (BENCH_ARGS="--transport virtio": the virtio drivers, guest to host)
 #   make stress            the long stress suite (make check runs its short form)
 #   make fuzz-kernel       the in-kernel packet fuzzer, 1,000,000 packets (make check: 100,000)
 #   make clippy            the module build under clippy
@@ -64,8 +65,9 @@ demo:
 check:
 	$(TOP)/tools/testing/check.py
 
+# make bench BENCH_ARGS="--transport virtio": guest to host over the virtio device.
 bench:
-	$(TOP)/tools/testing/bench/bench.py
+	$(TOP)/tools/testing/bench/bench.py $(BENCH_ARGS)
 
 # The long forms of two guest suites, each in one boot, followed by the unload and dmesg checks.
 stress:

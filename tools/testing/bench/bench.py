@@ -10,6 +10,11 @@ references.  Results go to target/bench/<UTC timestamp>/ (target/bench/latest po
 newest): results.json (every raw figure, per round and stack, plus the summary), table.txt
 (also printed), chart.png, the console log and the tools' output (guest-logs/).
 
+--transport virtio: guest to host over a virtio-vsock device instead (vudev, our vhost-user
+device, with its host endpoint --host-uds; the sample servers listen on the host's Unix sockets
+behind it), C driver (vmw_vsock_virtio_transport) against rvsock_virtio, and the C stack a second
+time ("C2") in each round as the calibration: C, rvsock, C2, C, rvsock, C2, ...
+
 Method: by default QEMU runs with `-icount shift=0,sleep=off` under TCG (--mode icount): guest
 time then counts executed instructions (1 ns each), so the figures mean "per instruction" and
 do not move with host load; compare stacks by their ratio within one boot.  --mode wallclock
@@ -26,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,6 +48,12 @@ FRAGMENT = os.path.join(TESTING, "kernel", "bench.config")
 CACHE = os.environ.get("RVSOCK_CACHE", "/var/cache/rvsock")
 MATPLOTLIB = "matplotlib==3.10.8"
 ICOUNT_OPTS = "-icount shift=0,sleep=off"
+# --transport virtio: idle time runs at real time (see README, "make bench --transport virtio").
+ICOUNT_OPTS_SLEEP = "-icount shift=0,sleep=on"
+GUEST_CID = 3
+# Host ports of the sample servers behind vudev's host endpoint (guest connects to CID 2).
+HOST_PORTS = {"vsock-stream-bench": 5001, "vsock-pingpong": 5002, "vsock-connrate": 5003}
+CALIBRATION_TOLERANCE = 0.03
 
 T_KERNEL = 90 * 60
 T_CARGO = 20 * 60
@@ -150,12 +162,14 @@ def ensure_kernel(logdir):
     return kdir
 
 
-def build_samples(logdir):
-    run_logged("build the samples (cargo build --release -p rvsock-samples)",
-               ["cargo", "build", "--release", "-p", "rvsock-samples"],
+def build_samples(logdir, vudev=False):
+    pkgs = ["-p", "rvsock-samples"] + (["-p", "vudev"] if vudev else [])
+    run_logged("build the samples (cargo build --release %s)" % " ".join(pkgs),
+               ["cargo", "build", "--release"] + pkgs,
                os.path.join(logdir, "cargo.log"), T_CARGO)
     rel = os.path.join(TOP, "target", "release")
-    for t in ("vsock-pingpong", "vsock-stream-bench", "vsock-connrate", "vsock-pairs"):
+    for t in ("vsock-pingpong", "vsock-stream-bench", "vsock-connrate", "vsock-pairs") + (
+            ("vudev",) if vudev else ()):
         if not os.access(os.path.join(rel, t), os.X_OK):
             die("%s was not built" % t)
     return rel
@@ -184,6 +198,72 @@ def build_modules(kdir, logdir):
                     "so some functions are inline there); --modules-dir DIR benchmarks modules "
                     "built elsewhere against %s" % os.path.join(kdir, "build"))
     return src
+
+
+# ---- the host side of --transport virtio ---------------------------------------------------
+
+class HostSide:
+    """vudev (guest CID 3, host endpoint on) and the sample servers on its Unix sockets.
+
+    The servers serve every client run of the whole boot (no --once); everything runs in its
+    own process group and is ended by stop().  The sockets live in a short directory under /tmp
+    (Unix socket paths are limited to 107 bytes)."""
+
+    def __init__(self, samples, outdir):
+        self.samples = samples
+        self.logdir = os.path.join(outdir, "host-logs")
+        os.makedirs(self.logdir, exist_ok=True)
+        self.dir = "/tmp/rvsock-bench-%d" % os.getpid()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        self.vu_sock = os.path.join(self.dir, "vu.sock")
+        self.prefix = os.path.join(self.dir, "h")
+        self.procs = []
+
+    def spawn(self, name, argv):
+        log = open(os.path.join(self.logdir, name + ".log"), "w")
+        log.write("$ %s\n" % " ".join(argv))
+        log.flush()
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append((name, p, log))
+        return p
+
+    def wait_for(self, name, ok, timeout=30):
+        deadline = time.monotonic() + timeout
+        proc = [p for n, p, _ in self.procs if n == name][0]
+        while not ok():
+            if proc.poll() is not None:
+                self.stop()
+                die("%s exited (%s); log: %s" % (name, proc.returncode,
+                                                  os.path.join(self.logdir, name + ".log")))
+            if time.monotonic() > deadline:
+                self.stop()
+                die("%s not ready after %d s; log: %s" % (name, timeout,
+                                                          os.path.join(self.logdir, name + ".log")))
+            time.sleep(0.05)
+
+    def start(self):
+        self.spawn("vudev", [os.path.join(self.samples, "vudev"), "--vm", "cid=%d,socket=%s" % (
+            GUEST_CID, self.vu_sock), "--host-uds", self.prefix, "--log-level", "warn",
+            "--stats-interval", "0"])
+        self.wait_for("vudev", lambda: os.path.exists(self.vu_sock))
+        for tool, port in sorted(HOST_PORTS.items()):
+            path = "%s_%d" % (self.prefix, port)
+            argv = [os.path.join(self.samples, tool), "--server", "--unix", path,
+                    "--accept-timeout", "0"]
+            self.spawn(tool, argv)
+            self.wait_for(tool, lambda path=path: os.path.exists(path))
+        progress("host side up: vudev (guest CID %d, host endpoint %s_PORT), servers on ports %s"
+                 % (GUEST_CID, self.prefix, ", ".join(
+                     "%d (%s)" % (p, t) for t, p in sorted(HOST_PORTS.items()))))
+
+    def stop(self):
+        for name, p, log in reversed(self.procs):
+            kill_group(p, grace=5)
+            log.close()
+        self.procs = []
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ---- the VM run ----------------------------------------------------------------------------
@@ -240,14 +320,16 @@ def host_timings(marks):
     return out
 
 
-def run_vm(args, kdir, plan_path, outdir):
+def run_vm(args, kdir, plan_path, outdir, vhost_user_socket=None):
     logf = os.path.join(outdir, "console.log")
     argv = [os.path.join(TESTING, "vm", "run.sh"), "--kdir", os.path.join(kdir, "build"),
             "--rwdir", outdir, "--timeout", str(args.vm_timeout), "--log", logf,
             "--cpus", str(args.cpus), "--memory", args.memory]
+    if vhost_user_socket:
+        argv += ["--vhost-user-socket", vhost_user_socket]
     env = dict(os.environ)
     if args.mode == "icount":
-        argv += ["--qemu-opts", ICOUNT_OPTS]
+        argv += ["--qemu-opts", icount_opts(args)]
         env["RVSOCK_KVM"] = "0"
     argv += ["--", "/usr/bin/python3 tools/testing/bench/guest.py %s" % plan_path]
     progress("boot the benchmark kernel and run the benchmarks (console: %s; at most %d s)" % (
@@ -314,6 +396,25 @@ ROWS = [
     ("pairs", "slab_bytes_per_pair", "bytes", False, "Slab (/proc/meminfo)", 1.0),
     ("pairs", "objs_bytes_per_pair", "bytes", False, "slab objects, all caches", None),
     ("pairs", "af_vsock_bytes_per_pair", "bytes", False, "AF_VSOCK cache", None),
+]
+
+
+# --transport virtio: guest to host over the virtio device; the target is rvsock ahead of C on
+# every figure (ratio >= 1 for throughput and rate, <= 1 for latency).
+VIRTIO_ROWS = [
+    ("Guest-to-host throughput: vsock-stream-bench, 1 stream (client's start until the host"
+     " server's count came back)", None),
+    ("stream_4K", "tx_gbit_s", "Gbit/s", True, "4 KiB writes", 1.0),
+    ("stream_64K", "tx_gbit_s", "Gbit/s", True, "64 KiB writes", 1.0),
+    ("stream_1M", "tx_gbit_s", "Gbit/s", True, "1 MiB writes", 1.0),
+    ("Round-trip latency, guest client, host echo server: vsock-pingpong", None),
+    ("pingpong_64", "median_us", "us", False, "64 B, median", 1.0),
+    ("pingpong_64", "p99_us", "us", False, "64 B, p99", 1.0),
+    ("pingpong_4K", "median_us", "us", False, "4 KiB, median", 1.0),
+    ("pingpong_4K", "p99_us", "us", False, "4 KiB, p99", 1.0),
+    ("Connection rate, guest to host: vsock-connrate --wait-close (connect + host accept +"
+     " close)", None),
+    ("connrate", "conn_per_s", "conn/s", True, "single-threaded", 1.0),
 ]
 
 
@@ -393,10 +494,10 @@ def summarize(recs):
     return out
 
 
-def ratios(summary, base="C", other="rvsock"):
+def ratios(summary, base="C", other="rvsock", rows=None):
     """rvsock/C of the medians, and the range of the per-round ratios."""
     out = {}
-    for row in ROWS:
+    for row in rows or ROWS:
         if row[1] is None:
             continue
         b, k, _, higher, _, target = row
@@ -570,6 +671,103 @@ def make_table(meta, summary, rat, failures, raw=()):
     return "\n".join(L) + "\n"
 
 
+def make_virtio_table(meta, summary, rat, cal, failures):
+    """The --transport virtio table: C, C2 (the C stack again), rvsock; C2/C is the calibration
+    (within CALIBRATION_TOLERANCE on every figure, or said so), rvsock/C the comparison."""
+    L = []
+    w = L.append
+    w("rvsock_virtio vs the upstream C virtio-vsock driver, guest to host over vudev: %d"
+      " interleaved rounds (C, rvsock, C2) in one boot" % meta["rounds"])
+    w("kernel %s (tools/testing/kernel/bench.config, no debug options), %s, %s vCPUs, %s"
+      % (meta["kernel_release"], meta["mode_text"], meta["cpus"], meta["memory"]))
+    w("git %s%s; %s per transfer; %d round trips per latency run; connection rate over %s s"
+      % (meta["commit"][:12] if meta["commit"] else "?",
+         " (dirty work tree)" if meta["dirty"] else "", human_size(meta["bytes"]),
+         meta["iterations"], meta["connrate_duration"]))
+    if meta["modules_note"]:
+        w("modules: " + meta["modules_note"])
+    w("Device: vudev (vhost-user, guest CID %d) with its host endpoint; servers: the samples on"
+      " the host's Unix sockets (the same for every stack)." % GUEST_CID)
+    if meta["mode"] == "icount" and meta.get("icount_sleep", "on") == "on":
+        w("icount sleep=on: the guest's busy time counts instructions (1 ns each), its idle time"
+          " (waiting for the")
+        w("        device and the host) runs at real time; compare within the boot: C2/C is the"
+          " calibration, rvsock/C the result.")
+    elif meta["mode"] == "icount":
+        w("icount sleep=off: busy time counts instructions, and whenever the vCPUs idle (waiting"
+          " for the device) the")
+        w("        clock jumps to the next guest timer: waits on the device are measured in timer"
+          " deadlines, not in time.")
+    w("Each figure: median [min..max] over the rounds.  Ratios: of the medians (range of the"
+      " per-round ratios).")
+    w("Calibration: C2/C within %d %% on every figure.  Target: rvsock ahead of C on every"
+      " figure." % round(CALIBRATION_TOLERANCE * 100))
+    w("")
+    hdr = "  %-28s %-22s %-22s %-22s %-22s %-22s %s" % (
+        "", "C", "C2 (C again)", "rvsock", "C2/C (calibration)", "rvsock/C", "target")
+    w(hdr)
+    w("-" * len(hdr))
+    cal_bad = []
+    for row in VIRTIO_ROWS:
+        if row[1] is None:
+            w(row[0])
+            continue
+        b, k, unit, higher, label, target = row
+        cells = [summary.get(st, {}).get(b, {}).get(k) for st in ("C", "C2", "rvsock")]
+        if not any(cells):
+            continue
+        key = "%s.%s" % (b, k)
+
+        def rtxt(ra):
+            if not ra:
+                return "-"
+            rr = ra["round_ratios"]
+            return "%.3fx" % ra["ratio"] + (" (%.2f..%.2f)" % (min(rr), max(rr)) if rr else "")
+        ctxt = rtxt(cal.get(key))
+        if cal.get(key):
+            dev = abs(cal[key]["ratio"] - 1)
+            if dev > CALIBRATION_TOLERANCE:
+                ctxt += " OUT"
+                cal_bad.append("%s %s" % (label, unit))
+        ra = rat.get(key)
+        ttxt = ""
+        if target is not None and ra:
+            ttxt = "%s%.2fx  %s" % (">=" if higher else "<=", target,
+                                    "met" if ra["met"] else "MISSED")
+        w("  %-28s %-22s %-22s %-22s %-22s %-22s %s" % (
+            "%s (%s)" % (label, unit), cell(cells[0], unit), cell(cells[1], unit),
+            cell(cells[2], unit), ctxt, rtxt(ra), ttxt))
+    w("")
+    if cal:
+        if cal_bad:
+            w("CALIBRATION OUTSIDE %d %% (C2/C) on %d figure(s): %s; rvsock/C differences of"
+              " that size there are noise." % (round(CALIBRATION_TOLERANCE * 100), len(cal_bad),
+                                               ", ".join(cal_bad)))
+        else:
+            w("Calibration: C2/C within %d %% on every figure." %
+              round(CALIBRATION_TOLERANCE * 100))
+    targets = [v for v in rat.values() if "target" in v]
+    if targets:
+        w("Target (rvsock ahead of C) met on %d of %d figures" % (
+            sum(v["met"] for v in targets), len(targets)))
+    if meta["kernel_problems"]:
+        w("")
+        w("KERNEL PROBLEMS in the console log (%d), first ones:" % len(meta["kernel_problems"]))
+        for ln in meta["kernel_problems"][:5]:
+            w("  " + ln[:150])
+    if not meta["complete"]:
+        w("")
+        w("INCOMPLETE: the guest did not finish the plan (VM status %s); see console.log"
+          % meta["vm_status"])
+    if failures:
+        w("")
+        w("FAILED steps (%d):" % len(failures))
+        for f in failures:
+            w("  round %s %s %s: %s" % (f.get("round"), f.get("stack"), f.get("bench"),
+                                        f.get("error")))
+    return "\n".join(L) + "\n"
+
+
 # ---- chart ---------------------------------------------------------------------------------
 
 def make_chart(summary, meta, outdir, logdir, allow_install):
@@ -625,11 +823,18 @@ def main():
         epilog="Results: target/bench/<UTC timestamp>/ (results.json, table.txt, chart.png), "
                "target/bench/latest -> newest.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--transport", choices=("loopback", "virtio"), default="loopback",
+                    help="loopback (default): CID 1 in the guest; virtio: guest to host over "
+                         "vudev's virtio-vsock device, C driver against rvsock_virtio, with a "
+                         "C-against-C calibration (C2)")
+    ap.add_argument("--icount-sleep", choices=("on", "off"), default=None,
+                    help="icount's sleep= (default: off for loopback, on for virtio: idle "
+                         "time then runs at real time instead of jumping to the next timer)")
     ap.add_argument("--mode", choices=("icount", "wallclock"), default="icount",
                     help="icount (default): TCG with -icount shift=0,sleep=off, figures count "
                          "instructions; wallclock: no icount, KVM where it works")
-    ap.add_argument("--bytes", type=parse_size, default=parse_size("1G"),
-                    help="bytes per throughput run (default 1G)")
+    ap.add_argument("--bytes", type=parse_size, default=None,
+                    help="bytes per throughput run (default 1G; virtio: 256M)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--iterations", type=int, default=10000,
                     help="timed round trips per latency run (default 10000)")
@@ -676,6 +881,8 @@ def main():
                     help="write the table, chart and results.json of an earlier run in DIR "
                          "again (no build, no VM)")
     args = ap.parse_args()
+    # SIGTERM as ^C: the VM's process group and the host side are ended on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     if (args.connflood_threads < 1 or args.connflood_duration <= 0 or args.connflood_warmup < 0
@@ -684,6 +891,11 @@ def main():
                  "--connflood-warmup and --connflood-work-us not negative")
     if args.report:
         return report_again(args.report, not args.no_install)
+    virtio = args.transport == "virtio"
+    if args.bytes is None:
+        args.bytes = parse_size("256M" if virtio else "1G")
+    if args.icount_sleep is None:
+        args.icount_sleep = "on" if virtio else "off"
 
     os.makedirs(OUTROOT, exist_ok=True)
     lock = open(os.path.join(OUTROOT, ".lock"), "w")
@@ -699,14 +911,14 @@ def main():
     progress("results: %s" % os.path.relpath(outdir, TOP))
 
     kdir = ensure_kernel(logdir)
-    samples = build_samples(logdir)
+    samples = build_samples(logdir, vudev=virtio)
     if args.modules_dir:
         moddir = os.path.abspath(args.modules_dir)
         modules_note = "prebuilt, from %s (--modules-dir)" % moddir
     else:
         moddir = build_modules(kdir, logdir)
         modules_note = ""
-    for m in ("rvsock.ko", "rvsock_loopback.ko"):
+    for m in ("rvsock.ko", "rvsock_virtio.ko" if virtio else "rvsock_loopback.ko"):
         if not os.path.exists(os.path.join(moddir, m)):
             die("%s missing in %s" % (m, moddir))
 
@@ -746,9 +958,33 @@ def main():
         "vsock_perf": os.path.join(kdir, "vsock", "vsock_perf"),
         "samples": samples,
     }
+    if virtio:
+        vmods = ["vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"]
+        cstack = {"load": [os.path.join(vsockdir, m + ".ko") for m in vmods],
+                  "modules": vmods, "unload": list(reversed(vmods))}
+        plan.update({
+            "transport": "virtio",
+            "order": ["C", "rvsock", "C2"],
+            "stacks": [
+                dict(cstack, name="C"),
+                {"name": "rvsock",
+                 "load": [os.path.join(moddir, m + ".ko") for m in ("rvsock", "rvsock_virtio")],
+                 "modules": ["rvsock", "rvsock_virtio"], "unload": ["rvsock_virtio", "rvsock"]},
+                dict(cstack, name="C2"),
+            ],
+            "references": [],
+            "stream_buffers": [4 << 10, 64 << 10, 1 << 20],
+            "host_ports": HOST_PORTS,
+        })
     plan_path = os.path.join(outdir, "plan.json")
     with open(plan_path, "w") as f:
         json.dump(plan, f, indent=1)
+    if virtio and args.vm_timeout is None:
+        # Generous: 3 stacks, each GiB at 300 host s, each 10,000 round trips at 120 s.
+        gib = args.bytes / float(1 << 30)
+        per_stack = (3 * max(gib, 0.05) * 300 + 2 * (args.iterations + args.warmup) / 10000 *
+                     120 + args.connrate_duration * 20 + 120)
+        args.vm_timeout = int(600 + args.rounds * 3 * per_stack)
     if args.vm_timeout is None:
         # Generous: each GiB moved counted at 60 host seconds, each 10,000 round trips at 60,
         # plus the connection rate, the pairs and the boot.
@@ -760,10 +996,19 @@ def main():
                      2 * 120 + 60)
         args.vm_timeout = int(600 + args.rounds * per_round)
 
-    rc, vm_secs, kvm, marks = run_vm(args, kdir, plan_path, outdir)
+    host = None
+    if virtio:
+        host = HostSide(samples, outdir)
+        host.start()
+    try:
+        rc, vm_secs, kvm, marks = run_vm(args, kdir, plan_path, outdir,
+                                         host.vu_sock if host else None)
+    finally:
+        if host:
+            host.stop()
 
     if args.mode == "icount":
-        mode_text = "TCG with icount (shift=0, sleep=off)"
+        mode_text = "TCG with icount (shift=0, sleep=%s)" % args.icount_sleep
     else:
         mode_text = ("KVM" if kvm else "TCG") + ", wall clock (no icount)"
     meta = {
@@ -771,7 +1016,9 @@ def main():
         "mode": args.mode,
         "mode_text": mode_text,
         "accelerator": "kvm" if kvm else "tcg",
-        "qemu_opts": ICOUNT_OPTS if args.mode == "icount" else "",
+        "qemu_opts": icount_opts(args) if args.mode == "icount" else "",
+        "transport": args.transport,
+        "icount_sleep": args.icount_sleep,
         "kernel_dir": kdir,
         "cpus": args.cpus,
         "memory": args.memory,
@@ -832,7 +1079,9 @@ def report(outdir, meta, plan, timings, allow_install):
     failures = [r for r in recs if not r.get("ok")]
     problems = kernel_problems(os.path.join(outdir, "console.log"))
     summary = summarize(recs)
-    rat = ratios(summary)
+    virtio = meta.get("transport") == "virtio"
+    rat = ratios(summary, rows=VIRTIO_ROWS if virtio else None)
+    cal_rat = ratios(summary, "C", "C2", rows=VIRTIO_ROWS) if virtio else {}
     meta.update({
         "kernel_release": env.get("uname", "?"),
         "guest_cpus_seen": env.get("nproc"),
@@ -843,7 +1092,11 @@ def report(outdir, meta, plan, timings, allow_install):
     })
     results = {"meta": meta, "plan": plan, "guest_environment": env, "raw": recs,
                "summary": summary, "ratios": rat, "host_timings": timings}
-    table = make_table(meta, summary, rat, failures, recs)
+    if virtio:
+        results["calibration_ratios"] = cal_rat
+        table = make_virtio_table(meta, summary, rat, cal_rat, failures)
+    else:
+        table = make_table(meta, summary, rat, failures, recs)
     with open(os.path.join(outdir, "table.txt"), "w") as f:
         f.write(table)
     logdir = os.path.join(outdir, "logs")
@@ -901,6 +1154,10 @@ def report_again(outdir, allow_install):
     meta = {k: v for k, v in old["meta"].items() if k not in (
         "kernel_problems", "complete", "notes", "chart")}
     return report(outdir, meta, plan, old.get("host_timings", []), allow_install)
+
+
+def icount_opts(args):
+    return ICOUNT_OPTS_SLEEP if args.icount_sleep == "on" else ICOUNT_OPTS
 
 
 def host_cpu():

@@ -16,7 +16,9 @@ import struct
 import sys
 import zlib
 
-STACKS = [("C", "C vsock", (0x4c, 0x72, 0xb0)), ("rvsock", "rvsock", (0xdd, 0x84, 0x52)),
+STACKS = [("C", "C vsock", (0x4c, 0x72, 0xb0)),
+          ("C2", "C vsock again (calibration)", (0x93, 0xb4, 0xd8)),
+          ("rvsock", "rvsock", (0xdd, 0x84, 0x52)),
           ("tcp", "TCP 127.0.0.1", (0x55, 0xa8, 0x68)), ("unix", "AF_UNIX", (0x81, 0x72, 0xb3))]
 
 # (panel title, unit, [(group label, bench, metric)])
@@ -24,7 +26,10 @@ PANELS = [
     ("Throughput: vsock_perf rx, stream-bench delivered (higher is better)", "Gbit/s", [
         ("perf 4K", "perf_4K", "rx_gbit_s"), ("perf 64K", "perf_64K", "rx_gbit_s"),
         ("perf 1M", "perf_1M", "rx_gbit_s"), ("4 streams 64K", "stream4_64K", "tx_gbit_s"),
-        ("1 stream 64K", "stream1_64K", "tx_gbit_s")]),
+        ("1 stream 64K", "stream1_64K", "tx_gbit_s"),
+        # --transport virtio: guest to host, one stream, delivered.
+        ("to host 4K", "stream_4K", "tx_gbit_s"), ("to host 64K", "stream_64K", "tx_gbit_s"),
+        ("to host 1M", "stream_1M", "tx_gbit_s")]),
     ("Round-trip latency (lower is better)", "us", [
         ("64 B median", "pingpong_64", "median_us"), ("64 B p99", "pingpong_64", "p99_us"),
         ("4K median", "pingpong_4K", "median_us"), ("4K p99", "pingpong_4K", "p99_us")]),

@@ -10,6 +10,11 @@ stacks run one after the other in the plan's order (C, rvsock, C, rvsock, ...), 
 its own: the other stack's modules are unloaded first and /proc/modules is checked, since both
 register address family 40.  Then the TCP and AF_UNIX references run with no vsock stack loaded.
 
+With the plan's transport "virtio" the stacks are the virtio guest drivers (C:
+vmw_vsock_virtio_transport, rvsock: rvsock_virtio, and "C2", the C stack again, as the
+calibration), the servers run on the host behind vudev's host endpoint (Unix sockets, started by
+bench.py before the boot and serving every round), and the clients here connect to CID 2.
+
 Every figure is appended as one JSON line to raw.jsonl next to the plan as soon as it exists, so
 a run that fails half way keeps what it measured.  Each step is bounded by a timeout in guest
 seconds; on a timeout its processes are killed and the step is recorded as failed.  Progress
@@ -210,6 +215,18 @@ def unload_stack(stack, timeout=60):
         stack["name"], " after %.1f guest s" % (time.monotonic() - t0) if waited else ""))
 
 
+def unload_autoloaded(timeout=60):
+    """Unloads vsock modules loaded before the plan started (a virtio-vsock device can have
+    its driver loaded at boot), users first."""
+    deadline = time.monotonic() + timeout
+    while loaded_vsock_modules() and time.monotonic() < deadline:
+        say("unloading the vsock modules loaded at boot: %s" % loaded_vsock_modules())
+        for mod in loaded_vsock_modules():
+            if module_refs(mod) == "0":
+                sh("%s rmmod %s" % (BB, mod))
+        time.sleep(0.2)
+
+
 def module_refs(mod):
     with open("/proc/modules") as f:
         for ln in f:
@@ -286,6 +303,9 @@ def bench_vsock_perf(ctx, buf):
 
 
 def transport_args(kind, port, tag):
+    if kind == "host":
+        # The host's servers behind the virtio device (vudev --host-uds): CID 2.
+        return ["--cid", "2", "--port", str(port)]
     if kind == "vsock":
         return ["--port", str(port)]
     if kind == "tcp":
@@ -307,7 +327,23 @@ def json_line(text, who):
     raise StepError("%s printed no JSON: %s" % (who, tail(text, 5)))
 
 
+# --timeout of the clients against the host: it is also their sockets' connect timeout, and a
+# non-blocking connect() holds the socket (and the transport module) until that timer fires,
+# which settle() then waits for.
+HOST_TIMEOUT = "5"
+
+
 def client_server(ctx, tool, kind, server_args, client_args, timeout):
+    if kind == "host":
+        client_args = [HOST_TIMEOUT if i > 0 and client_args[i - 1] == "--timeout" else a
+                       for i, a in enumerate(client_args)]
+        # The server is on the host, up for the whole run.
+        targs = transport_args(kind, PLAN["host_ports"][tool], tool)
+        rc, out, err = run(ctx + "-client", [sample(tool)] + client_args + targs +
+                           ["--deadline", str(int(timeout))], timeout + 30)
+        if rc != 0:
+            raise StepError("%s client: exit %s: %s" % (tool, rc, tail(err + out)))
+        return json_line(out, tool)
     port = next_port()
     targs = transport_args(kind, port, tool)
     srv = Proc(ctx + "-server", [sample(tool), "--server"] + server_args + targs)
@@ -331,6 +367,11 @@ def bench_stream(ctx, kind, streams, buf):
     if j["bytes"] != nbytes:
         raise StepError("stream-bench moved %s bytes, not %s" % (j["bytes"], nbytes))
     srv_secs = max(s["server_elapsed_s"] for s in j["per_stream"])
+    if kind == "host":
+        # The server's clock is the host's (real time), not the guest's: no rx figure.
+        return {"tx_gbit_s": j["gbit_per_s"], "elapsed_s": j["elapsed_s"],
+                "per_stream_gbit_s": [s["gbit_per_s"] for s in j["per_stream"]],
+                "host_server_elapsed_s": srv_secs}
     return {
         # The receiver's figure: all bytes over the longest stream's first-byte-to-EOF time.
         "rx_gbit_s": nbytes * 8 / srv_secs / 1e9 if srv_secs > 0 else None,
@@ -352,6 +393,16 @@ def bench_pingpong(ctx, kind, size):
 
 def bench_connrate(ctx, kind):
     d = PLAN["connrate_duration"]
+    if kind == "host":
+        targs = transport_args(kind, PLAN["host_ports"]["vsock-connrate"], "connrate")
+        rc, out, err = run(ctx + "-client", [sample("vsock-connrate"), "--duration", str(d),
+                                             "--wait-close", "--timeout", HOST_TIMEOUT, "--json",
+                                             "--deadline", str(int(d + 120))] + targs, d + 150)
+        if rc != 0:
+            raise StepError("vsock-connrate: exit %s: %s" % (rc, tail(err + out)))
+        j = json_line(out, "vsock-connrate")
+        return {k: j[k] for k in ("conn_per_s", "connections", "attempts", "refused", "reset",
+                                  "timedout", "errors", "elapsed_s")}
     port = next_port()
     targs = transport_args(kind, port, "connrate")
     srv = Proc(ctx + "-server", [sample("vsock-connrate"), "--server", "--accept-timeout", "30"] +
@@ -582,6 +633,13 @@ def step(round_no, stack, name, fn, *args, stack_info=None):
 
 def vsock_benches():
     """(name, function, args) for each AF_VSOCK benchmark, in run order."""
+    if PLAN.get("transport") == "virtio":
+        # Guest to host over the virtio device: the servers are on the host.
+        b = [("stream_%s" % label(s), bench_stream, ("host", 1, s))
+             for s in PLAN["stream_buffers"]]
+        b += [("pingpong_%s" % label(s), bench_pingpong, ("host", s)) for s in PLAN["pp_sizes"]]
+        b += [("connrate", bench_connrate, ("host",))]
+        return [x for x in b if want(x[0])]
     b = [("perf_%s" % label(s), bench_vsock_perf, (s,)) for s in PLAN["perf_buffers"]]
     b += [("stream%d_%s" % (n, label(s)), bench_stream, ("vsock", n, s))
           for n, s in PLAN["stream_runs"]]
@@ -682,6 +740,8 @@ def main():
     else:
         say("calibration failed: %s" % cal.get("error"))
     say("guest up: %s, %s vCPUs" % (os.uname().release, os.cpu_count()))
+    if PLAN.get("transport") == "virtio":
+        unload_autoloaded()
     if loaded_vsock_modules():
         raise SystemExit("vsock modules loaded at start: %s" % loaded_vsock_modules())
 

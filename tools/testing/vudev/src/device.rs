@@ -28,14 +28,15 @@ use vm_memory::{
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::host::HostEnd;
 use crate::hostile::{Action, Hostile};
 use crate::pkt::{DestQueue, Gather, GatherError, Packet, MAX_PKT};
 use crate::{log_at, Level};
 
 /// `VIRTIO_VSOCK_F_SEQPACKET`.
 pub const VIRTIO_VSOCK_F_SEQPACKET: u32 = 1;
-/// The host's CID, which nothing serves in relay mode.
-pub const HOST_CID: u64 = 2;
+/// The host's CID, which nothing serves in relay mode (see `--host-uds` for the host endpoint).
+pub const HOST_CID: u64 = crate::host::HOST_CID;
 
 const NUM_QUEUES: usize = 3;
 const RX_Q: u16 = 0;
@@ -43,6 +44,8 @@ const TX_Q: u16 = 1;
 const EVT_Q: u16 = 2;
 /// Epoll data of the wake eventfd (0..=NUM_QUEUES are the queues and the exit event).
 const WAKE_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// Epoll data of the host endpoint's epoll fd (`--host-uds`).
+const HOST_EVENT: u16 = WAKE_EVENT + 1;
 /// `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`.
 const EVENT_TRANSPORT_RESET: u32 = 0;
 
@@ -89,6 +92,8 @@ pub struct Slot {
     pub hostile: Mutex<Option<Hostile>>,
     /// Counters.
     pub stats: Stats,
+    /// `--host-uds PREFIX`: connections to CID 2 port P go to the Unix socket `PREFIX_P`.
+    pub host_uds: Option<std::path::PathBuf>,
 }
 
 impl Slot {
@@ -100,7 +105,20 @@ impl Slot {
             wake: EventFd::new(EFD_NONBLOCK)?,
             hostile: Mutex::new(hostile),
             stats: Stats::default(),
+            host_uds: None,
         })
+    }
+
+    /// The same guest with the host endpoint bridging to `PREFIX_<port>`.
+    pub fn with_host(mut self, prefix: std::path::PathBuf) -> Slot {
+        self.host_uds = Some(prefix);
+        self
+    }
+
+    /// Bytes the queue can still take.
+    fn room(&self) -> usize {
+        let q = lock(&self.queue);
+        q.limit().saturating_sub(q.bytes())
     }
 
     /// Queues a packet for this guest and wakes its worker; false if the queue was full.
@@ -157,13 +175,21 @@ pub struct VuDev {
     config: [u8; 8],
     mem: Mutex<Option<Mem>>,
     exit: EventFd,
+    /// The host endpoint, with `--host-uds` (one per frontend session: its connections end
+    /// with it).
+    host: Option<Mutex<HostEnd>>,
 }
 
 impl VuDev {
     /// The backend of the guest `slot`, routing through `router`.
     pub fn new(slot: Arc<Slot>, router: Arc<Router>, queue_size: usize) -> io::Result<VuDev> {
+        let host = match &slot.host_uds {
+            Some(p) => Some(Mutex::new(HostEnd::new(p.clone(), slot.cid)?)),
+            None => None,
+        };
         Ok(VuDev {
             config: slot.cid.to_le_bytes(),
+            host,
             slot,
             router,
             queue_size,
@@ -172,13 +198,45 @@ impl VuDev {
         })
     }
 
-    /// Registers the wake eventfd with the worker's epoll.
+    /// Registers the wake eventfd (and the host endpoint's epoll) with the worker's epoll.
     pub fn register(&self, h: &VringEpollHandler<Arc<VuDev>>) -> io::Result<()> {
         h.register_listener(
             self.slot.wake.as_raw_fd(),
             EventSet::IN,
             u64::from(WAKE_EVENT),
-        )
+        )?;
+        if let Some(host) = &self.host {
+            h.register_listener(lock(host).fd(), EventSet::IN, u64::from(HOST_EVENT))?;
+        }
+        Ok(())
+    }
+
+    /// Queues the host endpoint's packets for the guest.
+    fn to_guest(&self, out: Vec<Packet>) {
+        for p in out {
+            let h = p.hdr;
+            log_at!(
+                Level::Debug,
+                "host: to guest: op {} flags {} {}->{} len {} fwd_cnt {}",
+                h.op,
+                h.flags,
+                h.src_port,
+                h.dst_port,
+                h.len,
+                h.fwd_cnt
+            );
+            if !self.slot.enqueue(p) {
+                inc(&self.slot.stats.dropped, 1);
+                log_at!(
+                    Level::Warn,
+                    "cid {}: queue full, dropped host packet op {} {}->{}",
+                    self.slot.cid,
+                    h.op,
+                    h.src_port,
+                    h.dst_port
+                );
+            }
+        }
     }
 
     fn memory(&self) -> Option<MemGuard> {
@@ -210,6 +268,25 @@ impl VuDev {
 
     fn route(&self, p: Packet) {
         let me = &self.slot;
+        if let Some(host) = &self.host {
+            if p.hdr.src_cid == me.cid && p.hdr.dst_cid == HOST_CID {
+                log_at!(
+                    Level::Debug,
+                    "host: from guest: op {} flags {} {}->{} len {} buf_alloc {} fwd_cnt {}",
+                    p.hdr.op,
+                    p.hdr.flags,
+                    p.hdr.src_port,
+                    p.hdr.dst_port,
+                    p.hdr.len,
+                    p.hdr.buf_alloc,
+                    p.hdr.fwd_cnt
+                );
+                let mut out = Vec::new();
+                lock(host).on_guest_packet(p, me.room(), &mut out);
+                self.to_guest(out);
+                return;
+            }
+        }
         match decide(&p.hdr, me.cid, |c| self.router.slots.contains_key(&c)) {
             Verdict::Deliver(cid) => {
                 let Some(dst) = self.router.slots.get(&cid) else {
@@ -542,6 +619,7 @@ impl VhostUserBackend for VuDev {
             WAKE_EVENT => {
                 let _ = self.slot.wake.read();
             }
+            HOST_EVENT if self.host.is_some() => {}
             e => {
                 log_at!(Level::Warn, "cid {}: unknown event {e}", self.slot.cid);
                 return Ok(());
@@ -556,7 +634,20 @@ impl VhostUserBackend for VuDev {
         if device_event == TX_Q {
             self.process_tx(tx, &mem);
         }
+        if let Some(host) = &self.host {
+            if device_event == HOST_EVENT {
+                let mut out = Vec::new();
+                lock(host).poll(self.slot.room(), &mut out);
+                self.to_guest(out);
+            }
+        }
         self.process_rx(rx, evt, &mem);
+        if let Some(host) = &self.host {
+            let mut h = lock(host);
+            if h.throttled() {
+                h.refresh(self.slot.room());
+            }
+        }
         Ok(())
     }
 }
@@ -842,6 +933,57 @@ mod tests {
         assert_eq!(a.slot.stats.dropped.load(Ordering::Relaxed), 5);
         let q = lock(&b.slot.queue);
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn host_endpoint_through_the_virtqueues() {
+        use std::io::{Read, Write};
+        let dir = std::env::temp_dir().join(format!("vudev-dev-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let prefix = dir.join("h.sock");
+        let l = std::os::unix::net::UnixListener::bind(dir.join("h.sock_1234")).unwrap();
+        let mut r = Router::default();
+        let slot = Slot::new(3, 1 << 20, None).unwrap().with_host(prefix);
+        r.slots.insert(3, Arc::new(slot));
+        let r = Arc::new(r);
+        let a = VuDev::new(r.slots[&3].clone(), r.clone(), 256).unwrap();
+        let mut ga = Guest::new();
+        a.update_memory(ga.mem.clone()).unwrap();
+        let rx: Vec<u64> = (0..4)
+            .flat_map(|_| ga.post(0, &[(4096, true)], &[]))
+            .collect();
+        let mut req = h(3, HOST_CID, Op::Request);
+        req.type_ = rvsock_proto::hdr::TYPE_STREAM;
+        req.buf_alloc = 1 << 18;
+        ga.post(1, &[(HDR_LEN, false)], &req.encode());
+        let mut rw = req;
+        rw.op = Op::Rw as u16;
+        rw.len = 5;
+        let mut w = rw.encode().to_vec();
+        w.extend_from_slice(b"hello");
+        ga.post(1, &[(20, false), (29, false)], &w);
+        a.handle_event(TX_Q, EventSet::IN, &ga.vrings, 0).unwrap();
+        let resp = Hdr::parse(&ga.read(rx[0], HDR_LEN)).unwrap();
+        assert_eq!(resp.op, Op::Response as u16);
+        assert_eq!((resp.src_cid, resp.dst_cid, resp.src_port), (2, 3, 1234));
+        let (mut s, _) = l.accept().unwrap();
+        let mut got = [0u8; 5];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        s.write_all(b"world!").unwrap();
+        // The host endpoint's epoll fires: the reply lands in the next RX buffer.
+        let t = std::time::Instant::now();
+        while ga.used(0).len() < 2 {
+            assert!(t.elapsed() < std::time::Duration::from_secs(5));
+            a.handle_event(HOST_EVENT, EventSet::IN, &ga.vrings, 0)
+                .unwrap();
+        }
+        let buf = ga.read(rx[1], HDR_LEN + 6);
+        let d = Hdr::parse(&buf).unwrap();
+        assert_eq!((d.op, d.len), (Op::Rw as u16, 6));
+        assert_eq!(&buf[HDR_LEN..], b"world!");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

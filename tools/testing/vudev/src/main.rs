@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `vudev`: a vhost-user virtio-vsock device for tests, relaying packets between sibling guests.
+//! `vudev`: a vhost-user virtio-vsock device for tests, relaying packets between sibling guests
+//! and, with `--host-uds`, bridging guests' connections to the host's Unix sockets.
 //!
 //! One process serves several guests.  Each `--vm cid=CID,socket=PATH` gets a vhost-user
 //! listener socket at PATH (created at start; wait for it to appear before starting QEMU) and
@@ -12,7 +13,7 @@
 //! vudev --vm cid=3,socket=/tmp/a.sock --vm cid=4,socket=/tmp/b.sock \
 //!       [--hostile MODE[,count=N][,seed=S][,every=K] --hostile-target CID] \
 //!       [--log-level error|warn|info|debug] [--stats-interval SECONDS] \
-//!       [--queue-limit BYTES] [--queue-size N]
+//!       [--queue-limit BYTES] [--queue-size N] [--host-uds PREFIX]
 //!
 //! qemu-system-x86_64 ... \
 //!   -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem \
@@ -34,6 +35,20 @@
 //! - Queued packets fill the destination's RX buffers as the guest posts them; a packet larger
 //!   than a buffer is split into several packets, each with its own header copy and `len`, and
 //!   for SEQPACKET `SEQ_EOM`/`SEQ_EOR` only on the last piece (as Linux's vhost-vsock does).
+//!
+//! Host endpoint (`--host-uds PREFIX`, for every served guest; `host.rs`): a guest's STREAM
+//! connection to CID 2 port `P` is bridged to the host's Unix stream socket `PREFIX_P`
+//! (vhost-device-vsock's convention): REQUEST -> connect (RST if that fails) -> RESPONSE; RW
+//! payload is written to the socket, bytes read from it come back as RW packets within the
+//! guest's credit; the endpoint advertises 256 KiB of `buf_alloc` with `fwd_cnt` = bytes written
+//! to the socket, sends CREDIT_UPDATE when the guest's view of that space falls below half and
+//! in answer to CREDIT_REQUEST, and buffers at most `buf_alloc` per connection (a guest beyond
+//! its credit is reset).  SHUTDOWN(SEND) from the guest shuts the socket's write side, a guest
+//! close (SHUTDOWN with both flags) is answered with an RST and closes the socket; the host's
+//! EOF becomes a SHUTDOWN to the guest (both flags once the host closed), an RST from the guest
+//! closes the socket.  Host-initiated connections and SEQPACKET are not bridged (RST).  Without
+//! `--host-uds`, CID 2 is answered with RST as above.  `tools/testing/bench/bench.py
+//! --transport virtio` uses it (`make bench` section of the README).
 //!
 //! Hostile mode (`--hostile`, against the guest `--hostile-target`; injections start with the
 //! first relayed packet delivered to it and then come once every `every` relayed deliveries,
@@ -70,6 +85,7 @@ use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 mod device;
+mod host;
 mod hostile;
 mod pkt;
 
@@ -139,12 +155,13 @@ struct Args {
     stats: Option<u64>,
     queue_limit: usize,
     queue_size: usize,
+    host_uds: Option<PathBuf>,
 }
 
 const USAGE: &str = "usage: vudev --vm cid=CID,socket=PATH [--vm ...] \
 [--hostile MODE[,count=N][,seed=S][,every=K] --hostile-target CID] \
 [--log-level error|warn|info|debug] [--stats-interval SECONDS] [--queue-limit BYTES] \
-[--queue-size N]
+[--queue-size N] [--host-uds PREFIX]
 modes: truncate overlong wrongcid badop flood-rst flood-request reset-event random";
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -155,6 +172,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         stats: None,
         queue_limit: 8 << 20,
         queue_size: 256,
+        host_uds: None,
     };
     let mut it = argv.iter();
     while let Some(o) = it.next() {
@@ -182,6 +200,13 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--stats-interval" => a.stats = Some(num(val()?)?),
             "--queue-limit" => a.queue_limit = num(val()?)? as usize,
             "--queue-size" => a.queue_size = num(val()?)?.clamp(1, 32768) as usize,
+            "--host-uds" => {
+                let v = val()?;
+                if v.is_empty() {
+                    return Err("--host-uds needs a path prefix".into());
+                }
+                a.host_uds = Some(PathBuf::from(v));
+            }
             "--log-level" => {
                 let l = match val()?.as_str() {
                     "error" => Level::Error,
@@ -310,6 +335,10 @@ fn main() -> ExitCode {
         };
         match Slot::new(v.cid, args.queue_limit, hostile) {
             Ok(s) => {
+                let s = match &args.host_uds {
+                    Some(p) => s.with_host(p.clone()),
+                    None => s,
+                };
                 router.slots.insert(v.cid, Arc::new(s));
             }
             Err(e) => {
@@ -382,5 +411,8 @@ mod tests {
         assert!(args("--vm cid=3,socket=/a --hostile badop").is_err());
         assert!(args("--vm cid=3,socket=/a --hostile badop --hostile-target 5").is_err());
         assert!(args("").is_err());
+        let a = args("--vm cid=3,socket=/a --host-uds /tmp/h.sock").unwrap();
+        assert_eq!(a.host_uds, Some(PathBuf::from("/tmp/h.sock")));
+        assert!(args("--vm cid=3,socket=/a --host-uds").is_err());
     }
 }

@@ -261,6 +261,11 @@ impl DestQueue {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// The bound in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
 }
 
 #[cfg(test)]
