@@ -66,7 +66,8 @@ release=$(cat "$kdir/include/config/kernel.release" 2>/dev/null || echo "in $kdi
 
 # rustc: exactly the kernel's.
 want_rustc=$(kconf RUSTC_VERSION_TEXT)
-[ -n "$want_rustc" ] || fail "$auto records no CONFIG_RUSTC_VERSION_TEXT: is it a Rust-enabled 6.12 or later kernel?"
+[ -n "$want_rustc" ] ||
+	fail "$auto records no CONFIG_RUSTC_VERSION_TEXT: is it a Rust-enabled 6.12 or later kernel?"
 rustc_text() { "$1" --version 2>/dev/null | head -n 1; }
 if [ -n "$KRUSTC" ]; then
 	have=$(rustc_text "$KRUSTC")
