@@ -404,6 +404,8 @@ class Packaging:
             self.s.results.write("\t".join(f) + "\n")
             self.s.failed += f[3] == "fail"
             n += 1
+            mark = {"pass": "ok  ", "fail": "FAIL", "skip": "skip"}.get(f[3], f[3])
+            say("  %s %s (%s s)%s" % (mark, f[2], f[4], "" if f[3] == "pass" else ": " + f[6]))
         self.s.results.flush()
         if n == 0:
             self.s.report("guest: results", "fail", 0.0, console,
