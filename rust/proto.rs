@@ -25,5 +25,7 @@ pub(crate) mod ports;
 pub(crate) mod queue;
 #[path = "../vsock_core/proto/src/route.rs"]
 pub(crate) mod route;
+#[path = "../vsock_core/proto/src/vhost.rs"]
+pub(crate) mod vhost;
 #[path = "../vsock_core/proto/src/virtio.rs"]
 pub(crate) mod virtio;

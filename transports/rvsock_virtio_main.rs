@@ -17,6 +17,9 @@
 //! - `MSG_ZEROCOPY`: a packet goes on the tx ring as its header, linear payload and page
 //!   fragments (user pages of a zerocopy send included), never copied; the send completes when
 //!   the device gives the buffer back and it is freed.
+//! - suspend (`freeze`): the device's connections are reset, its work stopped and its queues
+//!   deleted, as upstream's `virtio_vsock_freeze`; `restore` finds the queues again, re-reads
+//!   the guest CID and serves new connections (listeners and bound sockets stay).
 //!
 //! Beyond upstream: rx buffers can be larger: the `rx_buf_size` module parameter sets their
 //! size, header included, from upstream's `SKB_WITH_OVERHEAD(4096)` (the default) to a header
@@ -613,11 +616,25 @@ impl Transport for G2h {
     }
 }
 
-/// What the driver keeps per device.
+/// A running device: its work items and its queues.
 struct VsockDev {
     notify: Arc<Notify>,
     dev: Arc<Dev>,
 }
+
+impl VsockDev {
+    /// Stops the device ([`Dev::teardown`]); returns its guest CID and dropped rx buffers.
+    fn stop(self) -> (u64, u64) {
+        let cid = self.dev.guest_cid.load(Ordering::Relaxed);
+        let dropped = self.dev.rx_dropped.load(Ordering::Relaxed);
+        Dev::teardown(self.notify, self.dev);
+        (cid, dropped)
+    }
+}
+
+/// What the driver keeps per bound device: the running device, or `None` while it is frozen
+/// (between `freeze` and `restore`, or after a `restore` that failed).
+type Bound = Pin<KBox<Mutex<Option<VsockDev>>>>;
 
 struct VirtioVsock;
 
@@ -717,7 +734,7 @@ impl VirtioVsock {
 
 #[vtable]
 impl virtio::Driver for VirtioVsock {
-    type Data = VsockDev;
+    type Data = Bound;
 
     const NAME: &'static CStr = c_str!("rvsock_virtio");
     const ID_TABLE: &'static [DeviceId] = &[DeviceId {
@@ -726,32 +743,56 @@ impl virtio::Driver for VirtioVsock {
     }];
     const FEATURES: &'static [u32] = &[virtio::VSOCK_F_SEQPACKET];
 
-    fn probe(vdev: &Device) -> Result<VsockDev> {
+    fn probe(vdev: &Device) -> Result<Bound> {
         if BOUND
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             return Err(EBUSY);
         }
-        let r = Self::probe_bound(vdev);
+        // The box first: once the device runs, nothing may fail before it is kept.
+        let r = KBox::pin_init(new_mutex!(None, "rvsock_virtio::bound"), GFP_KERNEL).and_then(
+            |bound: Bound| {
+                *bound.lock() = Some(Self::probe_bound(vdev)?);
+                Ok(bound)
+            },
+        );
         if r.is_err() {
             BOUND.store(false, Ordering::Release);
         }
         r
     }
 
-    fn remove(vdev: &Device, data: VsockDev) {
-        let VsockDev { notify, dev } = data;
-        let cid = dev.guest_cid.load(Ordering::Relaxed);
-        let dropped = dev.rx_dropped.load(Ordering::Relaxed);
-        Dev::teardown(notify, dev);
+    fn remove(vdev: &Device, data: Bound) {
+        let running = data.lock().take();
+        match running.map(VsockDev::stop) {
+            Some((cid, dropped)) => pr_info!(
+                "virtio{}: removed (guest CID {}, {} bad rx buffers dropped)\n",
+                vdev.index(),
+                cid,
+                dropped
+            ),
+            None => pr_info!("virtio{}: removed (was frozen)\n", vdev.index()),
+        }
         BOUND.store(false, Ordering::Release);
-        pr_info!(
-            "virtio{}: removed (guest CID {}, {} bad rx buffers dropped)\n",
-            vdev.index(),
-            cid,
-            dropped
-        );
+    }
+
+    /// Suspend: the connections are reset and the queues deleted; the device stays ours
+    /// (`BOUND`), so no other virtio-vsock device is taken meanwhile.
+    fn freeze(vdev: &Device, data: &Bound) -> Result {
+        if let Some((cid, _)) = data.lock().take().map(VsockDev::stop) {
+            pr_info!("virtio{}: frozen (guest CID {})\n", vdev.index(), cid);
+        }
+        Ok(())
+    }
+
+    /// Resume: as a probe of the same device (queues, rx buffers, CID, registration).
+    fn restore(vdev: &Device, data: &Bound) -> Result {
+        let mut running = data.lock();
+        if running.is_none() {
+            *running = Some(Self::probe_bound(vdev)?);
+        }
+        Ok(())
     }
 }
 

@@ -9,20 +9,20 @@ Prints one line per check: "PASS <name>" or "FAIL <name>: <why>"; exits 1 if any
 Usage: routing.py <directory with the .ko files>
 """
 
-import ctypes
 import errno
 import fcntl
 import os
-import socket
 import struct
 import subprocess
 import sys
 import time
 
-AF_VSOCK = 40
-TO_HOST = 1
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vsockpy  # noqa: E402
+
+AF_VSOCK = vsockpy.AF_VSOCK
+TO_HOST = vsockpy.VMADDR_FLAG_TO_HOST
 KO = sys.argv[1] if len(sys.argv) > 1 else "."
-libc = ctypes.CDLL(None, use_errno=True)
 FAILED = []
 PORT = [30000]
 
@@ -42,24 +42,12 @@ def kmsg():
 
 
 def connect(cid, flags=0):
-    """Connects (non-blocking, 2 s) and returns (errno name or 'ok', port used)."""
+    """Connects (2 s at most) and returns (errno name or 'ok', port used)."""
     PORT[0] += 1
-    port = PORT[0]
-    s = socket.socket(AF_VSOCK, socket.SOCK_STREAM)
-    s.setblocking(False)
-    addr = struct.pack("=HHIIB3x", AF_VSOCK, 0, port, cid, flags)
-    r = libc.connect(s.fileno(), ctypes.c_char_p(addr), len(addr))
-    e = ctypes.get_errno() if r else 0
-    if e == errno.EINPROGRESS:
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline:
-            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                e = err
-                break
-            time.sleep(0.05)
-    s.close()
-    return (errno.errorcode.get(e, str(e)) if e else "ok"), port
+    s, e = vsockpy.connect(cid, PORT[0], flags, timeout=2)
+    if s:
+        s.close()
+    return (errno.errorcode.get(e, str(e)) if e else "ok"), PORT[0]
 
 
 def route(cid, flags=0):

@@ -23,9 +23,10 @@ DRIVERS = ("rvsock", "c")
 SMALL = 256 << 10
 # Ports, from a driver's base: the flows from 0, then the routing checks' listeners (ROUTE,
 # ROUTE + 1), the guest's own loopback listener (LOCAL), the removal's held connections (HOLD,
-# HOLD + 1) and the flow after the rebind (REBIND).  The guest asks the host to connect to one
-# of its listeners on TRIGGER_PORT.
-ROUTE, LOCAL, HOLD, REBIND = 40, 42, 43, 45
+# HOLD + 1), the flow after the rebind (REBIND), the suspend's held connections (SUSPEND) and
+# the flows after the resume (RESUME, RESUME + 1).  The guest asks the host to connect to one of
+# its listeners on TRIGGER_PORT.
+ROUTE, LOCAL, HOLD, REBIND, SUSPEND, RESUME = 40, 42, 43, 45, 46, 47
 TRIGGER_PORT = 19999
 
 
@@ -37,6 +38,21 @@ def after_rebind(driver):
     """The flow that shows the device works again after a sysfs unbind and bind."""
     return Flow("python after rebind up", "python", "guest", "up", port_base(driver) + REBIND,
                 64 << 10)
+
+
+def after_resume(driver):
+    """The flows that show the device works after a suspend and resume: the host connects to
+    a listener the guest bound before the suspend, and the guest connects to the host."""
+    base = port_base(driver)
+    return [Flow("python after resume down", "python", "host", "down", base + RESUME, 64 << 10),
+            Flow("python after resume up", "python", "guest", "up", base + RESUME + 1, 64 << 10)]
+
+
+def holds(driver):
+    """The host's holding listeners of a driver's turn: the connections removal and suspend
+    cut."""
+    base = port_base(driver)
+    return (base + HOLD, base + HOLD + 1, base + SUSPEND)
 
 
 def flows(driver, big):

@@ -8,7 +8,10 @@ For each driver in --drivers, in one boot: load it with its stack and loopback (
 rvsock.ko, rvsock_loopback.ko, rvsock_virtio.ko; c: vsock_loopback, vmw_vsock_virtio_transport),
 check the device's CID, run every flow with the host (python, ncat, socat; both connection
 roles; both ways; one big python flow each way), check routing (CID 1 and our own CID to
-loopback, CID 2 and VMADDR_FLAG_TO_HOST to the device), then removal: unbind the device in sysfs
+loopback, CID 2 and VMADDR_FLAG_TO_HOST to the device), suspend and resume the device with
+connections open and a listener bound (tools/testing/pm/rvsock_pm_cycle.ko: the driver's freeze
+and restore; the connections are reset, the listener and new connections work), then removal:
+unbind the device in sysfs
 with connections open (they are reset), bind it again (traffic works), unload the driver with
 connections open (rvsock_virtio resets them; the C driver refuses, as upstream), and unload the
 stack.  After each driver: kmemleak and the kernel log.
@@ -18,12 +21,10 @@ Every wait is bounded.
 """
 
 import argparse
-import ctypes
 import errno
 import hashlib
 import os
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -32,9 +33,12 @@ import time
 import flows as F
 from guest_common import STACKS, GuestBase
 
-AF_VSOCK = 40
-TO_HOST = 1
-libc = ctypes.CDLL(None, use_errno=True)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vsockpy  # noqa: E402
+
+TO_HOST = vsockpy.VMADDR_FLAG_TO_HOST
+# Loading it suspends and resumes the virtio-vsock device (freeze, restore); see its source.
+PM_CYCLE = "rvsock_pm_cycle.ko"
 
 
 class Guest(GuestBase):
@@ -42,6 +46,8 @@ class Guest(GuestBase):
         super().__init__(args.out, "guest.results.txt", args.cid)
         self.args = args
         self.driver = ""
+        # Listeners bound ahead of their flow (port -> socket), taken by flow_python.
+        self.listeners = {}
 
     # ---- flows ----------------------------------------------------------------------------
 
@@ -71,9 +77,11 @@ class Guest(GuestBase):
             s.settimeout(timeout)
             s.connect((2, flow.port))
         else:
-            ls = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
-            ls.bind((socket.VMADDR_CID_ANY, flow.port))
-            ls.listen(1)
+            ls = self.listeners.pop(flow.port, None)
+            if ls is None:
+                ls = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+                ls.bind((socket.VMADDR_CID_ANY, flow.port))
+                ls.listen(1)
             ls.settimeout(timeout)
             self.trigger(flow.port)
             try:
@@ -150,34 +158,11 @@ class Guest(GuestBase):
 
     # ---- routing --------------------------------------------------------------------------
 
-    def connect(self, cid, port, flags=0, timeout=5):
+    @staticmethod
+    def connect(cid, port, flags=0, timeout=5):
         """A connected AF_VSOCK stream socket to (cid, port, flags), or an errno name."""
-        s = socket.socket(AF_VSOCK, socket.SOCK_STREAM)
-        s.setblocking(False)
-        addr = struct.pack("=HHIIB3x", AF_VSOCK, 0, port, cid, flags)
-        r = libc.connect(s.fileno(), ctypes.c_char_p(addr), len(addr))
-        e = ctypes.get_errno() if r else 0
-        if e == errno.EINPROGRESS:
-            e = errno.ETIMEDOUT
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                try:
-                    s.getpeername()
-                    e = 0
-                    break
-                except OSError:
-                    pass
-                if err:
-                    e = err
-                    break
-                time.sleep(0.05)
-        if e:
-            s.close()
-            return errno.errorcode.get(e, str(e))
-        s.setblocking(True)
-        s.settimeout(timeout)
-        return s
+        s, e = vsockpy.connect(cid, port, flags, timeout)
+        return s if s else errno.errorcode.get(e, str(e))
 
     def routing(self, base):
         # The host answers "routed <port>" to a connection on ROUTE and ROUTE + 1.
@@ -217,6 +202,29 @@ class Guest(GuestBase):
             self.report("routing: " + name, ok, time.monotonic() - t, msg)
         ls.close()
 
+    # ---- suspend --------------------------------------------------------------------------
+
+    def suspend(self, base):
+        """Suspend and resume the device with connections open and a listener bound.
+
+        Upstream's freeze resets the device's connections as a removal does
+        (virtio_vsock_vqs_del); restore finds the queues again and re-reads the CID.  Listeners
+        stay: the host connects to one bound before the suspend, and the guest to the host."""
+        down, up = F.after_resume(self.driver)
+        ls = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        ls.bind((socket.VMADDR_CID_ANY, down.port))
+        ls.listen(1)
+        self.listeners[down.port] = ls
+        self.cut("suspend", "freeze and restore",
+                 "insmod %s && rmmod rvsock_pm_cycle" % PM_CYCLE, base + F.SUSPEND)
+        _, log = self.sh("dmesg | grep -E 'rvsock_pm_cycle|virtio.*(frozen|freeze|restore)' "
+                         "| tail -4")
+        self.say("after the suspend: %s" % log.replace("\n", " | "))
+        self.local_cid()
+        self.flow(down)
+        self.flow(up)
+        self.listeners.pop(down.port, ls).close()
+
     # ---- removal --------------------------------------------------------------------------
 
     def held(self, port):
@@ -242,12 +250,13 @@ class Guest(GuestBase):
             return self.report("removal: the device is bound to %s" % stack["driver"], False,
                                0.0, "devices: %r" % devs)
         dev = devs[0]
-        self.cut("sysfs unbind", "echo %s > %s/unbind" % (dev, drvdir), base + F.HOLD)
+        self.cut("removal", "sysfs unbind", "echo %s > %s/unbind" % (dev, drvdir),
+                 base + F.HOLD)
         if self.check_sh("removal: sysfs bind again", "echo %s > %s/bind" % (dev, drvdir)):
             self.local_cid()
             self.flow(F.after_rebind(self.driver))
         if self.driver == "rvsock":
-            self.cut("rmmod %s" % stack["module"], "rmmod %s" % stack["module"],
+            self.cut("removal", "rmmod %s" % stack["module"], "rmmod %s" % stack["module"],
                      base + F.HOLD + 1)
             return
         try:
@@ -261,12 +270,13 @@ class Guest(GuestBase):
                     "exit %d: %s" % (rc, out))
         s.close()
 
-    def cut(self, what, action, port):
-        """Two connections to the host, one with a reader blocked in recv(); then action."""
+    def cut(self, check, what, action, port):
+        """Two connections to the host, one with a reader blocked in recv(); then action, which
+        must reset both.  Reported as "<check>: <what> ..."."""
         try:
             blocked, idle = self.held(port), self.held(port)
         except OSError as e:
-            return self.report("removal: hold connections to the host", False, 0.0, repr(e))
+            return self.report("%s: hold connections to the host" % check, False, 0.0, repr(e))
         got = {}
         blocked.settimeout(None)  # a recv() blocked in the kernel, not in poll()
 
@@ -281,12 +291,12 @@ class Guest(GuestBase):
         t = time.monotonic()
         rc, out = self.sh(action, 60)
         if rc != 0:
-            self.report("removal: %s with connections open" % what, False,
+            self.report("%s: %s with connections open" % (check, what), False,
                         time.monotonic() - t, "%s: exit %d: %s" % (action, rc, out))
         else:
             th.join(10)
             name = errno.errorcode.get(got.get("errno"), got)
-            self.report("removal: %s wakes a blocked recv() with ECONNRESET" % what,
+            self.report("%s: %s wakes a blocked recv() with ECONNRESET" % (check, what),
                         got.get("errno") == errno.ECONNRESET, time.monotonic() - t,
                         "recv: %s" % name)
             idle.settimeout(5)
@@ -296,7 +306,8 @@ class Guest(GuestBase):
             except OSError as err:
                 e = errno.errorcode.get(err.errno, err.errno)
             so = idle.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            self.report("removal: %s: a later recv() gives ENOTCONN, SO_ERROR ECONNRESET" % what,
+            self.report("%s: %s: a later recv() gives ENOTCONN, SO_ERROR ECONNRESET"
+                        % (check, what),
                         e == "ENOTCONN" and so == errno.ECONNRESET, time.monotonic() - t,
                         "recv: %s, SO_ERROR %s" % (e, errno.errorcode.get(so, so)))
         blocked.close()
@@ -311,6 +322,7 @@ class Guest(GuestBase):
             for flow in F.flows(driver, self.args.big):
                 self.flow(flow)
             self.routing(base)
+            self.suspend(base)
             self.removal(stack, base)
         self.unload(stack)
         self.kernel_log("guest." + driver)

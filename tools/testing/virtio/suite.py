@@ -12,8 +12,8 @@ Parts (--part, default all):
   guest-host  one guest (CID 3) and this host, through the device's Unix sockets: each flow of
             flows.py (python, ncat, socat; the guest connecting and the host connecting; data
             up and down; --big bytes each way with python) with rvsock_virtio, routing checks,
-            sysfs unbind/bind and rmmod with connections open; then all of it again with the C
-            driver in the same boot (guest_host.py).
+            suspend and resume (freeze, restore), sysfs unbind/bind and rmmod with connections
+            open; then all of it again with the C driver in the same boot (guest_host.py).
   siblings  two guests on one daemon, in one group (CIDs 3 and 4), booted at once: guest A runs
             rvsock + rvsock_virtio, guest B the C stack (vsock + vmw_vsock_virtio_transport).
             Upstream vsock_test runs across them with A as server and B as client, then the
@@ -122,7 +122,6 @@ class Daemon:
 
     def __init__(self, vms, logfile, timeout, kind="uds", extra=()):
         self.dir = tempfile.mkdtemp(prefix="rvsock-vv.", dir="/tmp")
-        self.vms = vms
         if kind == "uds":
             argv = [shell_value("echo $VHOST_DEVICE_VSOCK")]
             for cid, name in vms:
@@ -213,13 +212,13 @@ class HostSide:
         self.stop = threading.Event()
         self.threads = []
         self.lock = threading.Lock()
-        self.pending = {}
+        self.pending = set()  # tags of the host ends not done yet
         self.on_demand = {}
         for driver in drivers:
             base = F.port_base(driver)
-            for flow in F.flows(driver, big) + [F.after_rebind(driver)]:
+            for flow in F.flows(driver, big) + [F.after_rebind(driver)] + F.after_resume(driver):
                 tag = "%s: host end of flow %s (port %d)" % (driver, flow.name, flow.port)
-                self.pending[tag] = flow
+                self.pending.add(tag)
                 handler = lambda c, f=flow, t=tag: self.serve(c, f, t)  # noqa: E731
                 if flow.connector == "guest":
                     self.spawn(self.listen, tag, flow.port, handler)
@@ -228,9 +227,9 @@ class HostSide:
             for port in (base + F.ROUTE, base + F.ROUTE + 1):
                 self.spawn(self.listen, None, port, lambda c, p=port: c.sendall(
                     b"routed %d\n" % p))
-            for port in (base + F.HOLD, base + F.HOLD + 1):
-                tag = "%s: the host's end of a connection the guest's removal cut (port %d)" % (
-                    driver, port)
+            for port in F.holds(driver):
+                tag = "%s: the host's end of a connection the guest's removal or suspend cut " \
+                      "(port %d)" % (driver, port)
                 self.spawn(self.listen, None, port, lambda c, t=tag: self.hold(c, t))
         self.spawn(self.listen, None, F.TRIGGER_PORT, self.trigger)
 
@@ -241,7 +240,7 @@ class HostSide:
 
     def done(self, tag, ok, secs, msg=""):
         with self.lock:
-            self.pending.pop(tag, None)
+            self.pending.discard(tag)
         if not ok or msg != "sent":
             self.results.add(tag, "pass" if ok else "fail", secs, "" if msg == "sent" else msg)
 

@@ -14,6 +14,7 @@
 //! - [`queue`]: where a received packet goes (merged, packed or on its own, and on a backlog);
 //! - [`route`]: which transport slot serves a remote address;
 //! - [`virtio`]: the checks a virtio-vsock guest driver makes of its device's buffers;
+//! - [`vhost`]: what the host side decides about its guest: CID, tx chains, rx pieces;
 //! - [`ports`]: bind-table matching and ephemeral port allocation;
 //! - [`opts`]: socket option rules (buffer sizes, connect timeout);
 //! - [`errno`]: the Linux error numbers the above return.
@@ -32,6 +33,7 @@ pub mod poll;
 pub mod ports;
 pub mod queue;
 pub mod route;
+pub mod vhost;
 pub mod virtio;
 
 #[cfg(test)]
