@@ -16,6 +16,15 @@
 #   make fuzz-kernel       the in-kernel packet fuzzer, 1,000,000 packets (make check: 100,000)
 #   make clippy            the module build under clippy
 #   make fmt / fmt-check   rustfmt over every Rust source
+#   make rust-analyzer     rust-project.json for editors (against $(KDIR))
+#
+# Installing (README "Installing"; these build against the running kernel unless KDIR is given,
+# with the toolchain that kernel was built with, see packaging/toolchain.sh):
+#   make shipped           build only the modules a user installs (no test modules)
+#   make install           shipped + modules_install into $(INSTALL_MOD_PATH) + depmod + the
+#                          modprobe configuration /etc/modprobe.d/rvsock.conf
+#   make uninstall         remove what make install installed
+#   make dkms-src          copy the sources DKMS builds to $(DESTDIR)/usr/src/rvsock-<version>
 
 TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 KDIR ?= $(shell bash -c '. $(TOP)/tools/testing/lib.sh && echo $$(kernel_dir)/build')
@@ -96,3 +105,69 @@ FUZZ_SECONDS ?= 60
 .PHONY: fuzz
 fuzz:
 	cd $(TOP)/vsock_core/proto && cargo +nightly fuzz run recv_path -- -max_total_time=$(FUZZ_SECONDS)
+
+# ---- Installing --------------------------------------------------------------------------------
+
+# The modules a user installs; the test-only ones (Kbuild, RVSOCK_SHIPPED) never are.
+SHIPPED_MODULES := rvsock rvsock_loopback rvsock_virtio
+RVSOCK_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' $(TOP)/dkms.conf)
+
+# The kernel to install for: KDIR when given (command line or environment), else the running one.
+ifneq ($(filter command line environment,$(origin KDIR)),)
+IKDIR = $(KDIR)
+else
+IKDIR = /lib/modules/$(shell uname -r)/build
+endif
+# The toolchain: what was given explicitly, the rest as the kernel records it (toolchain.sh).
+TOOLCHAIN_GIVEN = $(foreach v,LLVM KRUSTC KBINDGEN LIBCLANG_PATH,$(if $(filter command line \
+	environment,$(origin $(v))),$(v)=$($(v))))
+TOOLCHAIN = env -u LLVM -u KRUSTC -u KBINDGEN -u LIBCLANG_PATH $(TOOLCHAIN_GIVEN) \
+	$(TOP)/packaging/toolchain.sh $(IKDIR)
+IMAKE = $(MAKE) -C $(IKDIR) M=$(TOP) RVSOCK_SHIPPED=1
+KRELEASE = $(shell cat $(IKDIR)/include/config/kernel.release 2>/dev/null)
+INSTALL_MOD_DIR ?= updates
+MODDIR = $(INSTALL_MOD_PATH)/lib/modules/$(KRELEASE)/$(INSTALL_MOD_DIR)
+MODPROBE_CONF = $(INSTALL_MOD_PATH)/etc/modprobe.d/rvsock.conf
+DEPMOD = depmod $(if $(INSTALL_MOD_PATH),-b $(INSTALL_MOD_PATH)) $(KRELEASE)
+
+.PHONY: shipped install uninstall dkms-src rust-analyzer
+
+shipped:
+	+@args=$$($(TOOLCHAIN)) && $(IMAKE) $$args modules
+
+# modules_install runs depmod only where the kernel's System.map is (a distribution's headers
+# package has none): depmod again.
+install: shipped
+	+@args=$$($(TOOLCHAIN)) && $(IMAKE) $$args INSTALL_MOD_PATH=$(INSTALL_MOD_PATH) \
+		INSTALL_MOD_DIR=$(INSTALL_MOD_DIR) modules_install
+	install -D -m 0644 $(TOP)/packaging/rvsock-modprobe.conf $(MODPROBE_CONF)
+	$(DEPMOD)
+
+uninstall:
+	@[ -n "$(KRELEASE)" ] || { echo "rvsock: no kernel release in $(IKDIR)" >&2; exit 1; }
+	rm -f $(foreach m,$(SHIPPED_MODULES),$(foreach z,.ko .ko.gz .ko.xz .ko.zst,$(MODDIR)/$(m)$(z)))
+	-rmdir --ignore-fail-on-non-empty $(MODDIR)
+	rm -f $(MODPROBE_CONF)
+	$(DEPMOD)
+
+# What DKMS builds: the shipped modules' sources (git's view of them: no build products).
+DKMS_SRC = $(DESTDIR)/usr/src/rvsock-$(RVSOCK_VERSION)
+DKMS_FILES = dkms.conf Makefile Kbuild Kconfig README.md packaging rust vsock_core transports
+dkms-src:
+	rm -rf $(DKMS_SRC)
+	mkdir -p $(DKMS_SRC)
+	@cd $(TOP) && if git rev-parse --git-dir >/dev/null 2>&1; then \
+		git ls-files --cached --others --exclude-standard -- $(DKMS_FILES); \
+	else find $(DKMS_FILES) -type f ! -name '*.o' ! -name '*.ko' ! -name '.*'; fi | \
+		tar -cf - --files-from=- | tar -xf - -C $(DKMS_SRC)
+	@echo "rvsock $(RVSOCK_VERSION) in $(DKMS_SRC): dkms install rvsock/$(RVSOCK_VERSION)"
+
+# The kernel's own rust-analyzer support (rust-project.json with the kernel's crates, from
+# scripts/generate_rust_analyzer.py), then our crate roots, which it does not find: it takes a
+# .rs file for a crate root only when its own directory's Kbuild names the object.  For external
+# modules 6.12 reads rust/Makefile relative to the build directory, which a build with O= (the
+# test kernel, a distribution's headers) does not have: VPATH=<the source tree> finds it.
+KSRC = $(realpath $(or $(wildcard $(KDIR)/source),$(KDIR)))
+rust-analyzer:
+	$(KMAKE) VPATH=$(KSRC) rust-analyzer
+	python3 $(TOP)/packaging/rust_analyzer.py $(TOP) $(KDIR)

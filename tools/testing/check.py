@@ -6,7 +6,9 @@ Steps: setup (tools/testing/setup.sh), `cargo test --workspace`, the module buil
 as errors, clippy and rustfmt, then one boot of the test kernel running the in-guest suite
 (tools/testing/guest/suite.sh: baseline, modules, kunit, vsock_test, clients, unload, dmesg),
 whose KUnit output is parsed here with the kernel's kunit.py, then the virtio suite
-(tools/testing/virtio/suite.py: guests on a virtio-vsock device, with boots of their own).
+(tools/testing/virtio/suite.py: guests on a virtio-vsock device, with boots of their own), then
+the packaging suite (tools/testing/packaging/suite.py: make install, DKMS, modprobe and autoload in
+a boot of its own, make rust-analyzer, kunit.py's case count).
 
 Results: a per-suite summary on stdout, ending with the line "N passed, N failed", and JUnit XML
 in target/check/junit.xml.  Logs are under target/check/.  The exit status is non-zero when a
@@ -17,7 +19,7 @@ Environment: RVSOCK_VSOCK_TEST_REPEAT (vsock_test repetitions, default 5), RVSOC
 (short or full: the stress suite's form; `make stress` runs full), RVSOCK_FUZZ_PACKETS (packets the
 kernel fuzzer injects, default 100000; `make fuzz-kernel` asks for 1000000), RVSOCK_VIRTIO_TIMEOUT
 (seconds for the whole virtio suite, default 2400), RVSOCK_VIRTIO_BIG (bytes each way of its big
-guest-host flows).
+guest-host flows), RVSOCK_PACKAGING_TIMEOUT (seconds for the whole packaging suite, default 1800).
 """
 
 import argparse
@@ -47,7 +49,7 @@ HOST_SUITES = ["setup", "cargo", "build"]
 GUEST_SUITES = ["baseline", "modules", "kunit", "vsock_test", "clients", "conformance", "routing",
                 "stress", "fuzz", "unload", "dmesg"]
 # Host-driven suites with VMs of their own, after the guest suite's boot.
-VM_SUITES = ["virtio"]
+VM_SUITES = ["virtio", "packaging"]
 ALL_SUITES = HOST_SUITES + ["vm"] + GUEST_SUITES + VM_SUITES
 
 T_SETUP = 75 * 60  # a cold setup builds the kernel and bindgen
@@ -57,6 +59,7 @@ T_FMT = 5 * 60
 T_VM = int(os.environ.get("RVSOCK_VM_TIMEOUT", 1200))
 T_PARSE = 120
 T_VIRTIO = int(os.environ.get("RVSOCK_VIRTIO_TIMEOUT", 2400))
+T_PACKAGING = int(os.environ.get("RVSOCK_PACKAGING_TIMEOUT", 1800))
 EXCERPT_LINES = 40
 
 START = time.monotonic()
@@ -390,6 +393,27 @@ def step_virtio():
     progress("virtio: done in %d s" % secs)
 
 
+def step_packaging():
+    """The packaging suite (tools/testing/packaging/suite.py): RESULT lines, a VM of its own.
+
+    It compares kunit.py's count with the KTAP of this run's kunit suite, when there is one.
+    """
+    out = os.path.join(OUTDIR, "packaging")
+    progress("packaging: make install, DKMS, modprobe, autoload (tools/testing/packaging/suite.py)")
+    logfile = os.path.join(LOGDIR, "packaging.log")
+    rc, secs = run_logged([sys.executable, os.path.join(TESTING, "packaging", "suite.py"),
+                           "--out", out, "--vm-timeout", str(min(900, T_PACKAGING // 3)),
+                           "--kunit-dmesg", os.path.join(VMDIR, "out", "kunit.dmesg"),
+                           "--kunit-json", os.path.join(LOGDIR, "kunit.json")], logfile,
+                          T_PACKAGING, echo_re=r"^\[ *[0-9.]+\] (  (ok|FAIL|skip) |vm: )")
+    n = len(read_results(out))
+    if rc != 0 and (rc is None or n == 0):
+        why = "timed out after %d s" % T_PACKAGING if rc is None else "exit %d: %s" % (
+            rc, last_line(logfile))
+        add(Check("packaging", "suite.py", "fail", secs, why, logfile))
+    progress("packaging: done in %d s" % secs)
+
+
 # ---- KUnit --------------------------------------------------------------------------------
 
 DMESG_PREFIX = re.compile(r"^\[\s*\d+\.\d+\]\s?")
@@ -616,6 +640,8 @@ def run(args):
             step_kunit(out, kdir)
     if "virtio" in vm_suites:
         step_virtio()
+    if "packaging" in vm_suites:
+        step_packaging()
 
 
 def on_signal(signum, _frame):

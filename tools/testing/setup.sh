@@ -17,6 +17,7 @@ PACKAGES=(
 	rustc-web rust-web-src rust-web-clippy rustfmt-web
 	flex bison bc libelf-dev libssl-dev dwarves cpio kmod rsync
 	qemu-system-x86 udev socat ncat liburing-dev iproute2 python3 busybox-static
+	dkms
 )
 
 as_root() {
