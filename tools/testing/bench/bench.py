@@ -549,6 +549,28 @@ def connflood_rounds(raw):
     return out
 
 
+def run_problems(meta, failures):
+    """The table's closing lines: kernel problems, an unfinished plan, failed steps."""
+    L = []
+    w = L.append
+    if meta["kernel_problems"]:
+        w("")
+        w("KERNEL PROBLEMS in the console log (%d), first ones:" % len(meta["kernel_problems"]))
+        for ln in meta["kernel_problems"][:5]:
+            w("  " + ln[:150])
+    if not meta["complete"]:
+        w("")
+        w("INCOMPLETE: the guest did not finish the plan (VM status %s); see console.log"
+          % meta["vm_status"])
+    if failures:
+        w("")
+        w("FAILED steps (%d):" % len(failures))
+        for f in failures:
+            w("  round %s %s %s: %s" % (f.get("round"), f.get("stack"), f.get("bench"),
+                                        f.get("error")))
+    return L
+
+
 def make_table(meta, summary, rat, failures, raw=()):
     L = []
     w = L.append
@@ -653,22 +675,7 @@ def make_table(meta, summary, rat, failures, raw=()):
     if targets:
         w("")
         w("Issue targets met: %d of %d" % (sum(v["met"] for v in targets), len(targets)))
-    if meta["kernel_problems"]:
-        w("")
-        w("KERNEL PROBLEMS in the console log (%d), first ones:" % len(meta["kernel_problems"]))
-        for ln in meta["kernel_problems"][:5]:
-            w("  " + ln[:150])
-    if not meta["complete"]:
-        w("")
-        w("INCOMPLETE: the guest did not finish the plan (VM status %s); see console.log"
-          % meta["vm_status"])
-    if failures:
-        w("")
-        w("FAILED steps (%d):" % len(failures))
-        for f in failures:
-            w("  round %s %s %s: %s" % (f.get("round"), f.get("stack"), f.get("bench"),
-                                        f.get("error")))
-    return "\n".join(L) + "\n"
+    return "\n".join(L + run_problems(meta, failures)) + "\n"
 
 
 def make_virtio_table(meta, summary, rat, cal, failures):
@@ -750,22 +757,7 @@ def make_virtio_table(meta, summary, rat, cal, failures):
     if targets:
         w("Target (rvsock ahead of C) met on %d of %d figures" % (
             sum(v["met"] for v in targets), len(targets)))
-    if meta["kernel_problems"]:
-        w("")
-        w("KERNEL PROBLEMS in the console log (%d), first ones:" % len(meta["kernel_problems"]))
-        for ln in meta["kernel_problems"][:5]:
-            w("  " + ln[:150])
-    if not meta["complete"]:
-        w("")
-        w("INCOMPLETE: the guest did not finish the plan (VM status %s); see console.log"
-          % meta["vm_status"])
-    if failures:
-        w("")
-        w("FAILED steps (%d):" % len(failures))
-        for f in failures:
-            w("  round %s %s %s: %s" % (f.get("round"), f.get("stack"), f.get("bench"),
-                                        f.get("error")))
-    return "\n".join(L) + "\n"
+    return "\n".join(L + run_problems(meta, failures)) + "\n"
 
 
 # ---- chart ---------------------------------------------------------------------------------
