@@ -79,6 +79,16 @@ fn join<T>(h: thread::JoinHandle<T>) -> Result<T, String> {
     h.join().map_err(|_| "host thread panicked".to_string())
 }
 
+/// A host stream listener on `port` and the guest connected to it (256 KiB of buffer): the
+/// guest's connection and the host's accepted socket.
+fn g2h_stream(g: &mut Guest, port: u32) -> Result<(Key, Sock), String> {
+    let l = Sock::listen(STREAM, port, T).map_err(e)?;
+    let h = thread::spawn(move || l.accept(T).map(|(s, _)| s));
+    let key = g.connect(port, TYPE_STREAM, 256 * 1024)?;
+    let s = join(h)?.map_err(|x| format!("accept: {}", e(x)))?;
+    Ok((key, s))
+}
+
 fn guest(c: &Ctx, seqpacket: bool) -> Result<Guest, String> {
     Device::new(
         &c.dev,
@@ -511,10 +521,7 @@ pub fn credit_guest_respects(c: &Ctx) -> Outcome {
 /// host's send fails with EPIPE.
 pub fn shutdown_g2h(c: &Ctx) -> Outcome {
     let mut g = guest(c, true)?;
-    let l = Sock::listen(STREAM, c.port + 3, T).map_err(e)?;
-    let h = thread::spawn(move || l.accept(T).map(|(s, _)| s));
-    let key = g.connect(c.port + 3, TYPE_STREAM, 256 * 1024)?;
-    let s = join(h)?.map_err(|x| format!("accept: {}", e(x)))?;
+    let (key, s) = g2h_stream(&mut g, c.port + 3)?;
     g.send_on(key, Op::Rw, 0, b"last")?;
     g.send_on(key, Op::Shutdown, SHUTDOWN_SEND, &[])?;
     let mut b = [0u8; 16];
@@ -656,10 +663,7 @@ pub fn rst_no_listener_h2g(c: &Ctx) -> Outcome {
 /// The guest resets an established connection: the host socket reads EOF, send gives EPIPE.
 pub fn rst_g2h_established(c: &Ctx) -> Outcome {
     let mut g = guest(c, true)?;
-    let l = Sock::listen(STREAM, c.port + 4, T).map_err(e)?;
-    let h = thread::spawn(move || l.accept(T).map(|(s, _)| s));
-    let key = g.connect(c.port + 4, TYPE_STREAM, 256 * 1024)?;
-    let s = join(h)?.map_err(|x| format!("accept: {}", e(x)))?;
+    let (key, s) = g2h_stream(&mut g, c.port + 4)?;
     g.send_on(key, Op::Rst, 0, &[])?;
     let ev = s.poll(libc::POLLIN | libc::POLLRDHUP, Duration::from_secs(3));
     let soerr = s.so_error();
@@ -683,10 +687,7 @@ pub fn rst_g2h_established(c: &Ctx) -> Outcome {
 /// RST then completes the close (no further packet).
 pub fn close_host(c: &Ctx) -> Outcome {
     let mut g = guest(c, true)?;
-    let l = Sock::listen(STREAM, c.port + 5, T).map_err(e)?;
-    let h = thread::spawn(move || l.accept(T).map(|(s, _)| s));
-    let key = g.connect(c.port + 5, TYPE_STREAM, 256 * 1024)?;
-    let s = join(h)?.map_err(|x| format!("accept: {}", e(x)))?;
+    let (key, s) = g2h_stream(&mut g, c.port + 5)?;
     drop(s);
     g.pump_until(Duration::from_secs(3), |g| {
         g.conns.get(&key).is_some_and(|c| c.peer_shutdown == 3)
@@ -919,10 +920,7 @@ pub fn wrong_cids(c: &Ctx) -> Outcome {
 pub fn release_with_connections(c: &Ctx) -> Outcome {
     let mut g = guest(c, true)?;
     // g2h connection, with 100 bytes the host has not read.
-    let l = Sock::listen(STREAM, c.port + 9, T).map_err(e)?;
-    let h = thread::spawn(move || l.accept(T).map(|(s, _)| s));
-    let k1: Key = g.connect(c.port + 9, TYPE_STREAM, 256 * 1024)?;
-    let a = join(h)?.map_err(|x| format!("accept: {}", e(x)))?;
+    let (k1, a) = g2h_stream(&mut g, c.port + 9)?;
     g.send_on(k1, Op::Rw, 0, &[7u8; 100])?;
     // h2g connection, idle.
     g.listeners.insert(5006, (TYPE_STREAM, 256 * 1024));
