@@ -450,17 +450,7 @@ impl Device {
                 payload.len()
             )));
         }
-        let until = Instant::now() + timeout;
-        let slot = loop {
-            self.reap()?;
-            if let Some(s) = self.tx_free.pop() {
-                break s;
-            }
-            if Instant::now() >= until {
-                return Err(DevError::Timeout("a free tx slot"));
-            }
-            self.wait(until);
-        };
+        let slot = self.tx_slot(timeout)?;
         let addr = TX_BASE + u64::from(slot) * TX_SLOT;
         let m = self.vfd.memory();
         m.write_slice(&h.encode(), GuestAddress(addr))
@@ -483,23 +473,28 @@ impl Device {
         Ok(())
     }
 
+    /// A free tx slot, reaping used buffers and waiting at most `timeout` for one.
+    fn tx_slot(&mut self, timeout: Duration) -> Result<u16, DevError> {
+        let until = Instant::now() + timeout;
+        loop {
+            self.reap()?;
+            if let Some(s) = self.tx_free.pop() {
+                return Ok(s);
+            }
+            if Instant::now() >= until {
+                return Err(DevError::Timeout("a free tx slot"));
+            }
+            self.wait(until);
+        }
+    }
+
     /// Sends raw chains (hostile mode): `bufs` as given, the bytes written first.
     pub fn send_raw(
         &mut self,
         parts: &[(Vec<u8>, bool)],
         timeout: Duration,
     ) -> Result<(), DevError> {
-        let until = Instant::now() + timeout;
-        let slot = loop {
-            self.reap()?;
-            if let Some(s) = self.tx_free.pop() {
-                break s;
-            }
-            if Instant::now() >= until {
-                return Err(DevError::Timeout("a free tx slot"));
-            }
-            self.wait(until);
-        };
+        let slot = self.tx_slot(timeout)?;
         let mut addr = TX_BASE + u64::from(slot) * TX_SLOT;
         let mut bufs = Vec::new();
         for (bytes, write) in parts {
